@@ -1,0 +1,43 @@
+# sftloop — the SFT data loop. `just --list` shows the commands; docs/ has a page for each.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments := false
+
+export HF_HUB_OFFLINE := "1"
+export TRANSFORMERS_OFFLINE := "1"
+export HF_DATASETS_OFFLINE := "1"
+export TOKENIZERS_PARALLELISM := "false"
+py := ".venv/bin/python"
+
+# list the commands
+default:
+    @just --list
+
+# virtualenv, dependencies (torch CPU first) and assets; idempotent, fast the second time
+setup:
+    bash scripts/setup.sh
+
+# fetch, verify and build the declared assets into $SFTLOOP_HOME (default ~/.cache/sftloop)
+assets *ARGS:
+    SFTLOOP_SKIP_ASSETS=1 bash scripts/setup.sh
+    {{py}} -m sftloop.assets fetch {{ARGS}}
+
+# the whole loop on the embedded defaults: curate -> train -> gate
+demo: setup
+    {{py}} -m curate run curate/configs/default.toml
+    {{py}} -m train run train/configs/cpu-smollm2.toml
+
+# run the full test suite (sets everything up first)
+test *ARGS: setup
+    {{py}} -m pytest {{ARGS}}
+
+# curate a dataset version (default config: the ShareGPT asset)
+curate CONFIG="curate/configs/default.toml": setup
+    {{py}} -m curate run {{CONFIG}}
+
+# LoRA-train on the latest dataset version and register the run as `candidate`
+train CONFIG="train/configs/cpu-smollm2.toml": setup
+    {{py}} -m train run {{CONFIG}}
+
+# merge a run's adapter into a safetensors model directory (vLLM-servable)
+merge RUN: setup
+    {{py}} -m train merge {{RUN}}
