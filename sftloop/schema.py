@@ -66,10 +66,15 @@ class ChatRecord(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     weight: float = Field(default=1.0, gt=0)
 
+    @field_validator("messages")
+    @classmethod
+    def _has_assistant(cls, v: list[Message]) -> list[Message]:
+        if not any(m.role == "assistant" for m in v):
+            raise ValueError("no assistant turn")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> "ChatRecord":
-        if not any(m.role == "assistant" for m in self.messages):
-            raise ValueError("messages: no assistant turn")
         if not self.id:
             self.id = content_id(self.messages)
         return self
