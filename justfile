@@ -5,7 +5,6 @@ set positional-arguments := false
 export HF_HUB_OFFLINE := "1"
 export TRANSFORMERS_OFFLINE := "1"
 export HF_DATASETS_OFFLINE := "1"
-export TOKENIZERS_PARALLELISM := "false"
 py := ".venv/bin/python"
 
 # list the commands

@@ -1,0 +1,74 @@
+"""What every stage shares: the frame layout, the context, the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+# Frame columns while a pipeline runs: `_row` (u32, unique per input record), `id`,
+# `messages` (list[struct{role, content}]), `source`, `meta` (JSON str), `weight`,
+# `cluster` (representative id; near-dup stages set it), and helper columns stages add
+# (`n_tokens`, `lang`), which the writer folds into `meta`.
+
+
+@dataclass
+class Context:
+    """What stages may use besides the frame: settings, caches, a place for stage reports."""
+
+    seed: int = 0
+    tokenizer: str = "smollm2-135m-instruct"
+    embedding_model: str = "minilm-l6-v2"
+    progress: bool = True
+    reports: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def tokenizer_obj(self):
+        if "tok" not in self._cache:
+            from transformers import AutoTokenizer
+
+            from sftloop.assets import resolve_model
+
+            self._cache["tok"] = AutoTokenizer.from_pretrained(resolve_model(self.tokenizer))
+        return self._cache["tok"]
+
+    def embedder(self):
+        if "emb" not in self._cache:
+            from curate.embed import Embedder
+
+            self._cache["emb"] = Embedder(self.embedding_model, progress=self.progress)
+        return self._cache["emb"]
+
+
+@dataclass
+class StageResult:
+    kept: pl.DataFrame
+    dropped: pl.DataFrame  # columns: _row, reason, rep_id (nullable str)
+
+    @staticmethod
+    def split(df: pl.DataFrame, reason: pl.Expr | None, rep_id: pl.Expr | None = None) -> "StageResult":
+        """Split by a `reason` expression: null keeps the row, a string drops it with that reason."""
+        if reason is None:
+            return StageResult(df, empty_dropped())
+        tagged = df.with_columns(_reason=reason, _rep=rep_id if rep_id is not None else pl.lit(None, pl.String))
+        dropped = tagged.filter(pl.col("_reason").is_not_null()).select(
+            "_row", reason=pl.col("_reason").cast(pl.String), rep_id=pl.col("_rep").cast(pl.String))
+        kept = tagged.filter(pl.col("_reason").is_null()).drop("_reason", "_rep")
+        return StageResult(kept, dropped)
+
+
+def empty_dropped() -> pl.DataFrame:
+    return pl.DataFrame(schema={"_row": pl.UInt32, "reason": pl.String, "rep_id": pl.String})
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @property
+    def name(self) -> str:
+        return getattr(self, "label", None) or self.type  # type: ignore[attr-defined]
+
+    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:  # pragma: no cover - interface
+        raise NotImplementedError

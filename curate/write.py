@@ -1,0 +1,139 @@
+"""Write an immutable dataset version: data/datasets/<name>/<version>/.
+
+Files: train/val(/test).parquet, excluded.parquet (stage, reason, rep_id), quarantine.jsonl,
+manifest.json, funnel.md, funnel.png; `<name>/LATEST` names the newest version. The version is a
+content hash of the config and the written data, and no file holds a timestamp, so the same
+inputs and config give the same version id and byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from curate.config import PipelineConfig, config_dict
+from curate.pipeline import RunResult
+from sftloop import assets
+
+
+def _sha(p: Path) -> str:
+    return assets.sha256_file(p)
+
+
+def source_hashes(cfg: PipelineConfig) -> dict[str, str]:
+    from curate.sources import resolve_paths
+
+    out = {}
+    for s in cfg.sources:
+        if s.path.startswith("asset:"):
+            name = s.path.removeprefix("asset:")
+            stamp = assets.verify(name)
+            out[s.path] = hashlib.sha256(json.dumps(stamp["files"], sort_keys=True).encode()).hexdigest()
+        else:
+            for p in resolve_paths(s.path):
+                out[str(p)] = _sha(p)
+    return out
+
+
+def tokenizer_settings(cfg: PipelineConfig) -> dict:
+    max_tokens = next((s.max_tokens for s in cfg.stages if s.type == "token_limit"), None)  # type: ignore[attr-defined]
+    info = {"tokenizer": cfg.tokenizer, "max_tokens": max_tokens}
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(assets.resolve_model(cfg.tokenizer))
+        info["chat_template_sha256"] = hashlib.sha256((tok.chat_template or "").encode()).hexdigest()
+    except Exception as e:  # noqa: BLE001 - recorded, train will refuse a mismatch
+        info["error"] = str(e)
+    return info
+
+
+def funnel_markdown(name: str, version: str, funnel: list[dict], counts: dict[str, int]) -> str:
+    lines = [f"# Funnel: {name} {version}", "", "| stage | in | out | dropped | top reasons |", "|---|---:|---:|---:|---|"]
+    for st in funnel:
+        reasons = ", ".join(f"{k} ({v})" for k, v in list(st["reasons"].items())[:4])
+        lines.append(f"| {st['stage']} | {st['rows_in']} | {st['rows_out']} | {st['dropped']} | {reasons} |")
+    lines += ["", "| output | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def funnel_png(funnel: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [st["stage"] for st in funnel]
+    kept = [st["rows_out"] for st in funnel]
+    dropped = [st["dropped"] for st in funnel]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    y = list(range(len(names)))[::-1]
+    ax.barh(y, kept, color="#4c78a8", label="kept")
+    ax.barh(y, dropped, left=kept, color="#e45756", label="dropped / quarantined")
+    ax.set_yticks(y, names)
+    for yi, k, d in zip(y, kept, dropped):
+        ax.text(k + d, yi, f" {k} (-{d})", va="center", fontsize=8)
+    ax.set_xlabel("rows")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataFrame], root: Path) -> Path:
+    base = root / cfg.output_dir / cfg.name
+    tmp = base / ".writing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    for name, df in parts.items():
+        if name == "test" and df.height == 0 and cfg.split.test_fraction == 0:
+            continue
+        p = tmp / f"{name}.parquet"
+        df.write_parquet(p, statistics=False)
+        files[name] = _sha(p)
+    q = tmp / "quarantine.jsonl"
+    if res.quarantine_path.exists():
+        shutil.copyfile(res.quarantine_path, q)
+    else:
+        q.write_text("")
+    files["quarantine"] = _sha(q)
+    conf = config_dict(cfg)
+    version = hashlib.sha256(json.dumps({"config": conf, "files": files}, sort_keys=True).encode()).hexdigest()[:12]
+    latest = base / "LATEST"
+    parent = cfg.parent or (latest.read_text().strip() if latest.exists() else None)
+    if parent == version:
+        parent = json.loads((base / version / "manifest.json").read_text()).get("parent") if (base / version).exists() else None
+    counts = {k: parts[k].height for k in parts if k in files} | {"quarantined": sum(s["rows_quarantined"] for s in res.source_stats)}
+    funnel = [dict(st.__dict__) for st in res.funnel]
+    for st in funnel:
+        st["seconds"] = None  # timings go to the console, not into versioned files
+    manifest = {
+        "name": cfg.name, "version": version, "parent": parent, "config": conf,
+        "sources": res.source_stats, "source_hashes": source_hashes(cfg),
+        "tokenizer": tokenizer_settings(cfg), "counts": counts, "rows_in": res.rows_in,
+        "funnel": funnel, "stage_reports": res.reports, "files_sha256": files,
+        "excluded_reasons": dict(parts["excluded"].group_by("reason").len().sort("reason").iter_rows()),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts))
+    funnel_png(funnel, tmp / "funnel.png", f"{cfg.name} {version}")
+    final = base / version
+    if final.exists():  # immutable: identical content already written
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(final)
+    (base / "LATEST.part").write_text(version + "\n")
+    (base / "LATEST.part").replace(latest)
+    return final
+
+
+def latest_version(root: Path, output_dir: str, name: str) -> Path:
+    base = root / output_dir / name
+    v = (base / "LATEST").read_text().strip()
+    return base / v
