@@ -151,8 +151,9 @@ def _iter_json_array(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: 
     for row_no, obj in enumerate(objs, start=1):
         stats.rows_in += 1
         try:
-            yield parse(obj)
+            rec = parse(obj)
             stats.rows_out += 1
+            yield rec
         except Exception as e:  # noqa: BLE001 - every failure becomes a quarantine row
             stats.rows_quarantined += 1
             q = Quarantined(str(path), row_no, getattr(e, "field", _pyd_field(e)), str(e)[:500], json.dumps(obj, ensure_ascii=False))
@@ -180,8 +181,9 @@ def _iter_csv(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callabl
         for row_no, row in enumerate(csv.DictReader(f), start=2):  # row 1 is the header
             stats.rows_in += 1
             try:
-                yield parse(row)
+                rec = parse(row)
                 stats.rows_out += 1
+                yield rec
             except Exception as e:  # noqa: BLE001
                 stats.rows_quarantined += 1
                 q = Quarantined(str(path), row_no, getattr(e, "field", _pyd_field(e)), str(e)[:500], json.dumps(row, ensure_ascii=False))

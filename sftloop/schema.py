@@ -184,8 +184,9 @@ def iter_jsonl(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse
                         q = Quarantined(str(path), row_no, "<json>", f"invalid JSON: {e.msg} at column {e.colno}", text)
                     else:
                         try:
-                            yield parse(obj)
+                            rec = parse(obj)
                             stats.rows_out += 1
+                            yield rec
                             continue
                         except ValidationError as e:
                             q = Quarantined(str(path), row_no, _field_of(e), _error_text(e), text)
@@ -216,8 +217,9 @@ def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, par
             row_no += 1
             stats.rows_in += 1
             try:
-                yield parse(obj)
+                rec = parse(obj)
                 stats.rows_out += 1
+                yield rec
             except ValidationError as e:
                 q = Quarantined(str(path), row_no, _field_of(e), _error_text(e), json.dumps(obj, default=str, ensure_ascii=False))
             except (ValueError, TypeError, KeyError) as e:
