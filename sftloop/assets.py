@@ -167,8 +167,13 @@ def _build_gguf_to_transformers(spec: AssetSpec, dest: Path, log: Callable[[str]
     log("  converting GGUF -> safetensors (once)")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config.
-    model = AutoModelForCausalLM.from_config(src.config, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config,
+    # without the GGUF quantization_config (the weights are de-quantised float32 now, and
+    # peft/Trainer refuse to train a model whose config says GGUF).
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise AssetError(f"asset {spec.name}: state_dict mismatch missing={missing} unexpected={unexpected}")

@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sftloop import registry
+from train.config import load_config
+from train.data import DataError, check_manifest
+from train.trainer import TrainError, train
+
+from conftest import write_train_config
+
+
+def test_short_run_writes_adapter_report_and_registers_candidate(tiny_root, tiny_run):
+    run_dir, summary = tiny_run
+    assert summary["steps"] == 6 and summary["mask"] == "block4d"
+    assert summary["token_efficiency"] > 0.9  # packed rows are nearly full
+    assert summary["best_eval_loss"] is not None and summary["dataset"]["name"] == "tiny"
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    for f in ("report.md", "loss.png", "grad_norms.png", "effective_rank.png"):
+        assert (run_dir / f).stat().st_size > 100
+    assert "effective rank" in (run_dir / "report.md").read_text()
+    cand = registry.get("candidate", tiny_root / "models.toml")
+    assert cand.adapter.endswith("adapter") and cand.base_model == "smollm2-135m-instruct"
+    assert registry.get("base", tiny_root / "models.toml").base_model == "smollm2-135m-instruct"
+
+
+def test_merge_gives_same_greedy_outputs_and_logits(tiny_run, smol_tokenizer):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from sftloop.assets import path
+    from train.merge import merge
+
+    run_dir, _ = tiny_run
+    merged_dir = merge(run_dir)
+    base = AutoModelForCausalLM.from_pretrained(path("smollm2-135m-instruct"))
+    adapted = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    prompts = ["How do I reset my password?", "Where is my order?", "Can I pay by card?",
+               "How long do refunds take?", "How do I cancel my subscription?"]
+    for p in prompts:
+        enc = smol_tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            la, lm = adapted(**enc).logits, merged(**enc).logits
+            assert torch.allclose(la, lm, atol=1e-3), (la - lm).abs().max()
+            ga = adapted.generate(**enc, max_new_tokens=12, do_sample=False)
+            gm = merged.generate(**enc, max_new_tokens=12, do_sample=False)
+        assert ga.tolist() == gm.tolist()
+
+
+def test_killed_run_resumes_from_checkpoint(tiny_root, tiny_run):
+    _, full = tiny_run
+    cfg = write_train_config(tiny_root, name="tiny", register_as="")  # "" = do not register
+    env = {**os.environ, "SFTLOOP_ROOT": str(tiny_root)}
+    cmd = [sys.executable, "-m", "train", "run", str(cfg), "--root", str(tiny_root), "--run-id", "killed"]
+    r = subprocess.run(cmd + ["--stop-after", "4"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 137  # died like a SIGKILL after step 4 (checkpoint at step 3)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads((tiny_root / "runs" / "killed" / "run.json").read_text())
+    assert resumed["resumed"] is True and resumed["steps"] == full["steps"]
+    assert abs(resumed["final_eval_loss"] - full["final_eval_loss"]) < 0.05
+
+
+def test_manifest_mismatch_is_refused(tiny_root):
+    cfg = load_config(write_train_config(tiny_root, name="mm"))
+    from transformers import AutoTokenizer
+
+    from sftloop.assets import path
+    tok = AutoTokenizer.from_pretrained(path("smollm2-135m-instruct"))
+    with pytest.raises(DataError, match="chat template differs"):
+        check_manifest({"name": "x", "version": "v", "tokenizer": {"chat_template_sha256": "0" * 64}}, cfg, tok)
+    with pytest.raises(DataError, match="token limit 4096 > training max_len 256"):
+        check_manifest({"name": "x", "version": "v", "tokenizer": {"max_tokens": 4096}}, cfg, tok)
+
+
+def test_overflow_is_counted_not_silent(tiny_root, smol_tokenizer):
+    from train.data import encode_records, read_split, resolve_version
+
+    recs = read_split(resolve_version("data/datasets/tiny", tiny_root), "train")
+    cfg = load_config(write_train_config(tiny_root, name="cut", max_len=60, overflow="drop"))
+    enc, rep = encode_records(recs, smol_tokenizer, cfg)
+    assert rep.dropped_overflow > 0 and len(enc) == rep.encoded == rep.samples - rep.dropped_overflow
+    assert rep.bad_share > 0.1 and "max_len 60" in rep.examples[0]

@@ -1,0 +1,116 @@
+"""From a dataset version to packed, masked training rows, with the checks that must come first."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from sftloop.schema import ChatRecord, frame_to_records
+from train.config import TrainConfig
+from train.masking import MaskingError, encode
+
+
+class DataError(ValueError):
+    pass
+
+
+def resolve_version(spec: str, root: Path) -> Path:
+    p = Path(spec)
+    p = p if p.is_absolute() else root / p
+    if (p / "LATEST").exists():
+        p = p / (p / "LATEST").read_text().strip()
+    if not (p / "manifest.json").exists():
+        raise DataError(f"{p} is not a dataset version (no manifest.json); run `just curate` first")
+    return p
+
+
+def check_manifest(manifest: dict, cfg: TrainConfig, tok) -> None:
+    """Refuse a dataset curated for another tokenizer/template or a larger token limit."""
+    info = manifest.get("tokenizer", {})
+    want = hashlib.sha256((tok.chat_template or "").encode()).hexdigest()
+    if info.get("chat_template_sha256") and info["chat_template_sha256"] != want:
+        raise DataError(
+            f"dataset {manifest['name']}/{manifest['version']} was curated with tokenizer {info.get('tokenizer')!r} "
+            f"whose chat template differs from {cfg.base_model!r}'s; token counts and filters do not apply. Re-curate "
+            "with `tokenizer` set to the training model.")
+    if info.get("max_tokens") and info["max_tokens"] > cfg.max_len:
+        raise DataError(
+            f"dataset token limit {info['max_tokens']} > training max_len {cfg.max_len}: conversations would be cut. "
+            "Raise max_len or curate with a lower token_limit.")
+
+
+def read_split(version: Path, split: str) -> list[ChatRecord]:
+    p = version / f"{split}.parquet"
+    if not p.exists():
+        return []
+    df = pl.read_parquet(p)
+    try:
+        return frame_to_records(df)
+    except Exception as e:  # unknown roles, missing assistant turn...: refused up front
+        raise DataError(f"{p}: invalid record: {e}") from None
+
+
+@dataclass
+class EncodeReport:
+    samples: int = 0
+    encoded: int = 0
+    cut_at_turn: int = 0
+    dropped_overflow: int = 0
+    zero_trainable: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def bad_share(self) -> float:
+        return (self.cut_at_turn + self.dropped_overflow + self.zero_trainable) / max(self.samples, 1)
+
+
+def encode_records(recs: list[ChatRecord], tok, cfg: TrainConfig) -> tuple[list[tuple[list[int], list[int]]], EncodeReport]:
+    rep = EncodeReport()
+    out = []
+    for r in recs:
+        rep.samples += 1
+        msgs = [{"role": m.role, "content": m.content} for m in r.messages]
+        try:
+            e = encode(tok, msgs, cfg.max_len, cfg.overflow)
+        except MaskingError as err:
+            if "zero trainable" in str(err):
+                rep.zero_trainable += 1
+            else:
+                rep.dropped_overflow += 1
+            if len(rep.examples) < 5:
+                rep.examples.append(f"{r.id}: {err}")
+            continue
+        rep.cut_at_turn += e.n_turns_cut > 0
+        rep.encoded += 1
+        out.append((e.input_ids, e.labels))
+    return out, rep
+
+
+def apply_weights(recs: list[ChatRecord], seed: int) -> list[ChatRecord]:
+    """Upsample by `weight`: floor(w) copies plus one more with probability frac(w) (seeded)."""
+    rng = random.Random(seed)
+    out = []
+    for r in recs:
+        n = int(r.weight) + (1 if rng.random() < r.weight - int(r.weight) else 0)
+        out.extend([r] * max(n, 0))
+    return out
+
+
+def mix_replay(train: list[ChatRecord], replay: list[ChatRecord], share: float, seed: int) -> list[ChatRecord]:
+    """Add replay rows so they make `share` of the mixture."""
+    if not replay or share <= 0:
+        return train
+    n = round(len(train) * share / (1 - share))
+    rng = random.Random(seed + 1)
+    picked = [replay[rng.randrange(len(replay))] for _ in range(n)]
+    return train + picked
+
+
+def describe(version: Path) -> dict:
+    m = json.loads((version / "manifest.json").read_text())
+    return {"name": m["name"], "version": m["version"], "path": str(version)}
