@@ -84,34 +84,44 @@ def lsh_candidates(sig: np.ndarray, threshold: float, max_bucket: int = 64) -> n
 
 
 class ShingleSets:
-    """Sorted distinct shingle hashes of a document, computed on first use (only candidates need them)."""
+    """Sorted distinct shingle hashes per document, computed on first use for the documents that
+    LSH made candidates (so memory stays bounded: the full shingle table is never kept)."""
 
-    def __init__(self, sh: pl.DataFrame, n_docs: int):
-        self._h = sh["h"].to_numpy()
-        self._cuts = np.searchsorted(sh["doc"].to_numpy(), np.arange(n_docs + 1))
+    def __init__(self, texts: pl.Series, ngram: int, docs: np.ndarray):
         self._memo: dict[int, np.ndarray] = {}
+        docs = np.unique(docs)
+        for lo in range(0, len(docs), 20_000):
+            part = docs[lo:lo + 20_000]
+            sh = shingle_frame(texts.gather(part), ngram)
+            d = sh["doc"].to_numpy()
+            h = sh["h"].to_numpy()
+            order = np.lexsort((h, d))
+            d, h = d[order], h[order]
+            cuts = np.searchsorted(d, np.arange(len(part) + 1))
+            for k, doc in enumerate(part.tolist()):
+                self._memo[doc] = np.unique(h[cuts[k]:cuts[k + 1]])
 
     def __getitem__(self, i: int) -> np.ndarray:
-        got = self._memo.get(i)
-        if got is None:
-            got = self._memo[i] = np.unique(self._h[self._cuts[i]:self._cuts[i + 1]])
-        return got
-
-
-def shingle_sets(sh: pl.DataFrame, n_docs: int) -> ShingleSets:
-    return ShingleSets(sh, n_docs)
+        return self._memo[i]
 
 
 def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-                         seed: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
-    """Verified edges (i, j, jaccard >= threshold) among texts, plus the candidate count and shingle sets."""
-    sh = shingle_frame(texts, ngram)
+                         seed: int = 1, progress: bool = False, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
+    """Verified edges (i, j) with exact shingle Jaccard >= threshold, their similarities, and the shingle sets used.
+
+    Signatures are computed in chunks of `chunk` documents, so peak memory is bounded by the chunk's
+    shingles plus the (n, num_perm) signature matrix, not by the corpus's shingles.
+    """
+    from tqdm import tqdm
+
     n = len(texts)
-    sig = signatures(sh, n, num_perm, seed)
+    sig = np.empty((n, num_perm), dtype=np.uint64)
+    for lo in tqdm(range(0, n, chunk), desc="minhash", disable=not progress, unit="chunk"):
+        part = texts.slice(lo, chunk)
+        sig[lo:lo + len(part)] = signatures(shingle_frame(part, ngram), len(part), num_perm, seed)
     cand = lsh_candidates(sig, threshold)
-    sets = shingle_sets(sh, n)
-    keep = []
-    sims = []
+    sets = ShingleSets(texts, ngram, cand.ravel())
+    keep, sims = [], []
     for i, j in cand.tolist():
         s = jaccard_sorted(sets[i], sets[j])
         if s >= threshold:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import defaultdict
 
 import psutil
@@ -52,6 +53,7 @@ class Monitor(TrainerCallback):
         self.act_norms: dict[str, float] = {}
         self._hooks = []
         self.probe_layers = probe_layers
+        self._t0: float | None = None
 
     # -- activation norms via forward hooks on a few decoder layers
     def attach(self, model) -> None:
@@ -70,6 +72,9 @@ class Monitor(TrainerCallback):
                 self.act_norms[f"layer{idx}"] = float(h.detach().float().norm(dim=-1).mean())
 
             self._hooks.append(layer.register_forward_hook(hook))
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t0 = time.time()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         if model is None or (state.global_step + 1) % self.every:
@@ -113,6 +118,8 @@ class Monitor(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is not None:
             logs["token_efficiency"] = self.tokens["processed"] / max(self.tokens["slots"], 1)
+            if self._t0 is not None:
+                logs["trained_tokens_per_s"] = self.tokens["trained"] / max(time.time() - self._t0, 1e-9)
             if self.history:
                 last = self.history[-1]
                 for k in ("erank/q_proj", "drift/q_proj", "grad_norm/q_proj"):

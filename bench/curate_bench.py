@@ -1,0 +1,152 @@
+"""Curation benchmark (prints figures; not a timed test).
+
+On the ShareGPT asset (17,671 conversations) and a 10x corpus made from it by seeded perturbation
+(word swaps/deletions, so true near-duplicates exist):
+- MinHash stage throughput (ours) vs the tutorial baseline (datasketch MinHash per row with a Python
+  loop over shingles, MinHashLSH query+insert row by row), and the ratio;
+- end-to-end conversations/s of the default pipeline without embedding stages (`--full` includes them);
+- near-dup precision/recall against exact shingle Jaccard on sampled pairs;
+- peak RSS.
+
+    python bench/curate_bench.py [--scale 10] [--baseline-rows 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import time
+
+import numpy as np
+import polars as pl
+
+from sftloop import assets
+from sftloop.settings import offline_env
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_texts() -> list[str]:
+    out = []
+    with open(assets.path("sharegpt-v3-partial"), encoding="utf-8") as f:
+        for line in f:
+            conv = json.loads(line)["conversations"]
+            out.append("\n\n".join(t.get("value") or "" for t in conv))
+    return out
+
+
+def perturb(text: str, rng: random.Random, rate: float) -> str:
+    words = text.split()
+    for _ in range(max(1, int(len(words) * rate))):
+        if len(words) < 3:
+            break
+        i = rng.randrange(len(words) - 1)
+        if rng.random() < 0.5:
+            words[i], words[i + 1] = words[i + 1], words[i]
+        else:
+            del words[i]
+    return " ".join(words)
+
+
+def make_corpus(texts: list[str], scale: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Originals + (scale-1) perturbed copies each; returns texts and their origin index."""
+    rng = random.Random(seed)
+    out, origin = list(texts), list(range(len(texts)))
+    for k in range(scale - 1):
+        for i, t in enumerate(texts):
+            out.append(perturb(t, rng, rate=rng.choice([0.01, 0.03, 0.08, 0.2])))
+            origin.append(i)
+    return out, origin
+
+
+def baseline_minhash(texts: list[str], threshold: float = 0.8, num_perm: int = 128) -> tuple[float, int]:
+    """The tutorial recipe: per-row MinHash, Python loop over shingles, LSH query then insert."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    dups = 0
+    t = time.time()
+    for i, text in enumerate(texts):
+        words = text.lower().split()
+        m = MinHash(num_perm=num_perm)
+        for j in range(max(1, len(words) - 4)):
+            m.update(" ".join(words[j:j + 5]).encode("utf-8"))
+        if lsh.query(m):
+            dups += 1
+        else:
+            lsh.insert(str(i), m)
+    return len(texts) / (time.time() - t), dups
+
+
+def ours_minhash(texts: list[str], threshold: float = 0.8) -> tuple[float, np.ndarray, object, np.ndarray]:
+    from curate.cluster import cluster_by_centers
+    from curate.minhash import near_duplicate_edges
+    from curate.text import jaccard_sorted
+
+    s = pl.Series(texts)
+    t = time.time()
+    edges, sims, sets = near_duplicate_edges(s, threshold)
+    rank = np.array([len(x) for x in texts], dtype=float)
+    rep = cluster_by_centers(len(texts), edges, rank, lambda i, j: jaccard_sorted(sets[i], sets[j]) >= threshold)
+    return len(texts) / (time.time() - t), edges, sets, rep
+
+
+def precision_recall(texts, origin, edges, sets, rep, threshold=0.8, n_pairs=3000, seed=0):
+    from curate.text import jaccard_sorted
+
+    from curate.minhash import ShingleSets
+
+    rng = random.Random(seed)
+    by_origin: dict[int, list[int]] = {}
+    for i, o in enumerate(origin):
+        by_origin.setdefault(o, []).append(i)
+    # recall: sampled (original, copy) pairs whose true Jaccard >= threshold end up in one cluster
+    cand = [(o, rng.choice(m[1:])) for o, m in by_origin.items() if len(m) > 1]
+    rng.shuffle(cand)
+    cand = cand[: n_pairs * 3]
+    dropped = np.flatnonzero(rep != np.arange(len(rep)))
+    sample = rng.sample(list(dropped), min(n_pairs, len(dropped)))
+    need = np.array([x for pair in cand for x in pair] + [int(i) for i in sample] + [int(rep[i]) for i in sample])
+    sets = ShingleSets(pl.Series(texts), 5, need)  # exact shingle sets of every row we score
+    true_pairs = [(a, b) for a, b in cand if jaccard_sorted(sets[a], sets[b]) >= threshold][:n_pairs]
+
+    def root(i):
+        while rep[i] != i:
+            i = rep[i]
+        return i
+
+    same = sum(1 for a, b in true_pairs if root(a) == root(b))
+    recall_cluster = same / max(len(true_pairs), 1)
+    edge_set = {(int(a), int(b)) for a, b in edges}
+    # precision: sampled dropped rows vs their representative
+    ok = sum(1 for i in sample if jaccard_sorted(sets[int(i)], sets[int(rep[i])]) >= threshold)
+    return ok / max(len(sample), 1), recall_cluster, len(true_pairs), len(edge_set)
+
+
+def main() -> None:
+    offline_env()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument("--baseline-rows", type=int, default=3000, help="rows the (slow) baseline runs on; rate is per row")
+    a = ap.parse_args()
+    texts = load_texts()
+    print(f"ShareGPT asset: {len(texts)} conversations")
+    base_rate, _ = baseline_minhash(texts[: a.baseline_rows])
+    print(f"baseline MinHash (datasketch per row, Python shingle loop), {a.baseline_rows} rows: {base_rate:,.0f} rows/s")
+    rate1, edges1, sets1, rep1 = ours_minhash(texts)
+    print(f"ours MinHash stage, {len(texts)} rows: {rate1:,.0f} rows/s  -> {rate1 / base_rate:.1f}x baseline")
+    big, origin = make_corpus(texts, a.scale)
+    rate10, edges10, sets10, rep10 = ours_minhash(big)
+    print(f"ours MinHash stage, {len(big)} rows ({a.scale}x perturbed): {rate10:,.0f} rows/s -> {rate10 / base_rate:.1f}x baseline")
+    p, r, n_true, n_edges = precision_recall(big, origin, edges10, sets10, rep10)
+    print(f"near-dup at Jaccard >= 0.8 on the {a.scale}x corpus: precision {p:.4f}, recall {r:.4f} "
+          f"({n_true} true pairs sampled, {n_edges} verified edges)")
+    print(f"peak RSS: {peak_rss_mb():,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
