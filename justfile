@@ -20,10 +20,13 @@ assets *ARGS:
     SFTLOOP_SKIP_ASSETS=1 bash scripts/setup.sh
     {{py}} -m sftloop.assets fetch {{ARGS}}
 
-# the whole loop on the embedded defaults: curate -> train -> gate
+# the whole loop on the embedded defaults: curate -> train -> gate (a FAIL verdict is a result, not an error)
 demo: setup
     {{py}} -m curate run curate/configs/default.toml
     {{py}} -m train run train/configs/cpu-smollm2.toml
+    rc=0; {{py}} -m evaluate gate candidate prod --profile demo || rc=$?; \
+    if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate" >&2; exit 2; fi; \
+    echo "demo: done (gate exit $rc)"
 
 # run the full test suite (sets everything up first)
 test *ARGS: setup
@@ -40,3 +43,11 @@ train CONFIG="train/configs/cpu-smollm2.toml": setup
 # merge a run's adapter into a safetensors model directory (vLLM-servable)
 merge RUN: setup
     {{py}} -m train merge {{RUN}}
+
+# may CANDIDATE replace PROD? exit 0 pass, 1 fail, 2 could not evaluate (reports/gate-*/)
+gate CANDIDATE="candidate" PROD="prod" *ARGS: setup
+    {{py}} -m evaluate gate {{CANDIDATE}} {{PROD}} {{ARGS}}
+
+# record the golden set (golden/items + MT-Bench/IFBench ids) as a new frozen version
+golden-freeze NOTE="": setup
+    {{py}} -m evaluate golden-freeze --note "{{NOTE}}"

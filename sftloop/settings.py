@@ -24,8 +24,9 @@ def repo_root() -> Path:
 
 
 def cache_dir(kind: str) -> Path:
-    """A content-keyed cache folder under `$SFTLOOP_HOME/cache/<kind>`. Deleting it changes speed, never results."""
-    p = home() / "cache" / kind
+    """A content-keyed cache folder under `$SFTLOOP_CACHE` (default `$SFTLOOP_HOME/cache`)/<kind>.
+    Deleting it changes speed, never results."""
+    p = Path(os.environ.get("SFTLOOP_CACHE", home() / "cache")) / kind
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -1,0 +1,58 @@
+"""`python -m evaluate gate CANDIDATE PROD [--profile demo|full]`, `python -m evaluate golden-freeze`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from sftloop.settings import offline_env, repo_root
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_env()
+    ap = argparse.ArgumentParser(prog="python -m evaluate")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gate", help="decide whether CANDIDATE may replace PROD (exit 0 pass, 1 fail, 2 could not evaluate)")
+    g.add_argument("candidate")
+    g.add_argument("prod")
+    g.add_argument("--profile", default="demo")
+    g.add_argument("--config", default=None)
+    g.add_argument("--root", default=None)
+    g.add_argument("--reports", default="reports")
+    f = sub.add_parser("golden-freeze", help="record the golden set's sha256 as a new version")
+    f.add_argument("--note", default="")
+    f.add_argument("--root", default=None)
+    a = ap.parse_args(argv)
+    root = Path(a.root) if a.root else repo_root()
+    if a.cmd == "golden-freeze":
+        from evaluate.golden import freeze
+
+        m = freeze(root, a.note)
+        print(f"golden set v{m['version']}: {m['items']} items, sha256 {m['sha256'][:12]}")
+        return 0
+    from evaluate.gate import GateResult, evaluate_gate, write_reports
+    from evaluate.report import table_rows
+
+    try:
+        res = evaluate_gate(a.candidate, a.prod, root, a.profile, Path(a.config) if a.config else None,
+                            registry_path=root / "models.toml")
+    except Exception as e:  # noqa: BLE001 - fail closed: anything unexpected is "could not evaluate"
+        traceback.print_exc(file=sys.stderr)
+        res = GateResult("error", 2, error=f"{type(e).__name__}: {e}", details={"candidate": a.candidate, "prod": a.prod})
+    out = write_reports(res, root / a.reports)
+    print(f"\n{'check':32} {'value':>8}  {'threshold':34} result")
+    for name, val, thr, ok, note in table_rows(res):
+        print(f"{name:32} {val:>8}  {thr:34} {ok}  {note}")
+    if res.error:
+        print(f"\ncould not evaluate: {res.error}", file=sys.stderr)
+    d = res.details
+    if "calls" in d:
+        print(f"\nmodel calls: {d['calls']['model_calls']} new, {d['calls']['from_cache']} from cache")
+    print(f"verdict: {res.verdict.upper()} (exit {res.exit_code}) — {out / 'report.md'}")
+    return res.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Generation backends: `hf` (in-process transformers + peft) and `openai` (any OpenAI-compatible
+endpoint: vLLM, llama.cpp server, OpenAI), behind one small interface, with a crash-safe cache.
+
+Interface (both backends):
+- `chat(convs, max_new_tokens) -> list[str]`: greedy answers with the model's chat template;
+- `next_token_logprobs(convs, labels) -> list[dict[label, logprob]]`: the judge's verdict distribution;
+- `loglik(pairs) -> list[(sum logprob, n tokens)]` (hf only): probes score choices by likelihood.
+
+Every call goes through `Cache` (SQLite under $SFTLOOP_HOME/cache, one committed row per result, so
+a crash mid-run loses nothing already computed), keyed by (model spec hash, input hash, params).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sftloop import registry
+from sftloop.settings import cache_dir
+
+
+def _h(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class Cache:
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_dir("evaluate") / "calls.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        self.hits += 1
+        return json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(value)))
+            self._db.commit()
+        self.misses += 1
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or an endpoint did not answer (the gate exits 2)."""
+
+
+def model_spec_hash(entry: registry.ModelEntry, root: Path) -> str:
+    spec = entry.spec()
+    if not entry.is_remote:
+        base, adapter = registry.resolve_local(entry, root)
+        st = base / "model.safetensors"
+        spec["base_size"] = st.stat().st_size if st.exists() else None
+        if adapter is not None:
+            w = adapter / "adapter_model.safetensors"
+            if not w.exists():
+                raise BackendError(f"adapter {adapter} has no adapter_model.safetensors")
+            spec["adapter_sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()
+    return _h(spec)[:16]
+
+
+class HFBackend:
+    def __init__(self, entry: registry.ModelEntry, root: Path, cache: Cache, batch_size: int = 8):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cache, self.batch_size = cache, batch_size
+        self.spec = model_spec_hash(entry, root)
+        base, adapter = registry.resolve_local(entry, root)
+        self._entry, self._root = entry, root
+        self._model = None
+        self._base, self._adapter = base, adapter
+        self.tok = AutoTokenizer.from_pretrained(adapter or base)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.torch = torch
+        self._auto = AutoModelForCausalLM
+
+    @property
+    def model(self):
+        if self._model is None:  # loaded only when the cache cannot answer
+            try:
+                m = self._auto.from_pretrained(self._base, dtype=self.torch.float32)
+                if self._adapter is not None:
+                    from peft import PeftModel
+
+                    m = PeftModel.from_pretrained(m, self._adapter).merge_and_unload()
+            except Exception as e:  # noqa: BLE001
+                raise BackendError(f"could not load model {self._base} (adapter {self._adapter}): {e}") from e
+            self._model = m.eval()
+        return self._model
+
+    def _prompts(self, convs: list[list[dict]]) -> list[str]:
+        return [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+
+    def _cached_map(self, kind: str, inputs: list[Any], params: dict, compute) -> list[Any]:
+        keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
+        out: list[Any] = [self.cache.get(k) for k in keys]
+        todo = [i for i, v in enumerate(out) if v is None]
+        for s in range(0, len(todo), self.batch_size):
+            idx = todo[s:s + self.batch_size]
+            for i, v in zip(idx, compute([inputs[i] for i in idx])):
+                self.cache.put(keys[i], v)
+                out[i] = v
+        return out
+
+    def chat(self, convs: list[list[dict]], max_new_tokens: int = 128) -> list[str]:
+        def compute(batch):
+            enc = self.tok(self._prompts(batch), return_tensors="pt", padding=True, add_special_tokens=False)
+            with self.torch.no_grad():
+                gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                          eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
+            return [self.tok.decode(g[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for g in gen]
+
+        return self._cached_map("chat", convs, {"max_new_tokens": max_new_tokens, "greedy": True}, compute)
+
+    def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
+        ids = {lab: self.tok.encode(lab, add_special_tokens=False)[0] for lab in labels}
+
+        def compute(batch):
+            enc = self.tok(self._prompts(batch), return_tensors="pt", padding=True, add_special_tokens=False)
+            with self.torch.no_grad():
+                logits = self.model(**enc).logits[:, -1].float()
+            lp = self.torch.log_softmax(logits, dim=-1)
+            return [{lab: float(lp[b, t]) for lab, t in ids.items()} for b in range(len(batch))]
+
+        return self._cached_map("next", convs, {"labels": labels}, compute)
+
+    def loglik(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+        """Sum log-probability of each continuation given its context (raw text, no template)."""
+        def compute(batch):
+            out = []
+            for ctx, cont in batch:
+                c_ids = self.tok.encode(ctx, add_special_tokens=False)
+                x_ids = self.tok.encode(cont, add_special_tokens=False)
+                ids = self.torch.tensor([c_ids + x_ids])
+                with self.torch.no_grad():
+                    lp = self.torch.log_softmax(self.model(ids).logits[0, :-1].float(), dim=-1)
+                tgt = ids[0, 1:]
+                tok_lp = lp[self.torch.arange(len(tgt)), tgt][len(c_ids) - 1:]
+                out.append((float(tok_lp.sum()), len(x_ids)))
+            return out
+
+        return [tuple(x) for x in self._cached_map("loglik", [list(p) for p in pairs], {}, compute)]
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible endpoint. Timeouts and bounded retries with backoff (429/5xx/timeouts)
+    come from the openai client (`timeout`, `max_retries`); concurrency is bounded by a thread pool."""
+
+    def __init__(self, entry: registry.ModelEntry, cache: Cache, timeout: float = 60.0, max_retries: int = 3,
+                 concurrency: int = 4):
+        from openai import OpenAI
+
+        self.cache, self.entry, self.concurrency = cache, entry, concurrency
+        self.spec = _h(entry.spec())[:16]
+        self.client = OpenAI(base_url=entry.endpoint, api_key=entry.api_key() or "not-needed", timeout=timeout,
+                             max_retries=max_retries)
+
+    def _call(self, fn, inputs: list[Any], kind: str, params: dict) -> list[Any]:
+        keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
+        out: list[Any] = [self.cache.get(k) for k in keys]
+        todo = [i for i, v in enumerate(out) if v is None]
+
+        def one(i):
+            try:
+                v = fn(inputs[i])
+            except Exception as e:  # noqa: BLE001 - after the client's own retries
+                raise BackendError(f"{self.entry.endpoint} ({self.entry.model}): {type(e).__name__}: {e}") from e
+            self.cache.put(keys[i], v)
+            return i, v
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            for i, v in pool.map(one, todo):
+                out[i] = v
+        return out
+
+    def chat(self, convs: list[list[dict]], max_new_tokens: int = 128) -> list[str]:
+        def fn(conv):
+            r = self.client.chat.completions.create(model=self.entry.model, messages=conv, max_tokens=max_new_tokens,
+                                                    temperature=0)
+            return (r.choices[0].message.content or "").strip()
+
+        return self._call(fn, convs, "chat", {"max_new_tokens": max_new_tokens})
+
+    def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
+        def fn(conv):
+            r = self.client.chat.completions.create(model=self.entry.model, messages=conv, max_tokens=1, temperature=0,
+                                                    logprobs=True, top_logprobs=20)
+            top = r.choices[0].logprobs.content[0].top_logprobs if r.choices[0].logprobs else []
+            got = {t.token.strip(): t.logprob for t in top}
+            return {lab: got.get(lab, -1e9) for lab in labels}
+
+        return self._call(fn, convs, "next", {"labels": labels})
+
+
+def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None):
+    entry = registry.get(name, reg_path)
+    if entry.is_remote:
+        return OpenAIBackend(entry, cache)
+    return HFBackend(entry, root, cache)

@@ -1,0 +1,103 @@
+"""End-to-end gate runs on the real SmolLM2 asset with a tiny profile (exit codes, reports, cache)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evaluate.__main__ import main
+
+ROOT = Path(__file__).parents[2]
+
+TINY = """
+[rules]
+golden_score_ratio = 0.98
+format_compliance = 0.0
+pairwise_ci_low = 0.45
+must_improve = {must_improve}
+probe_p_value = 0.05
+probe_max_relative_drop = 0.10
+judge_min_accuracy = 0.6
+judge_floor_action = "warn"
+
+[judge]
+model = "base"
+
+[profiles.tiny]
+golden_support = 2
+golden_mtbench = 1
+golden_ifbench = 1
+max_new_tokens = 8
+probe_items = 3
+calibration_pairs = 4
+injection_cases = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def gate_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gate")
+    shutil.copytree(ROOT / "golden", root / "golden")
+    (root / "models.toml").write_text(
+        '[models.base]\nbase_model = "smollm2-135m-instruct"\n[models.prod]\nbase_model = "smollm2-135m-instruct"\n'
+        '[models.candidate]\nbase_model = "smollm2-135m-instruct"\n'
+        '[models.broken]\nbase_model = "smollm2-135m-instruct"\nadapter = "runs/does-not-exist/adapter"\n'
+        '[models.down]\nendpoint = "http://127.0.0.1:9/v1"\nmodel = "x"\n')
+    for flag in ("false", "true"):
+        (root / f"gate-{flag}.toml").write_text(TINY.format(must_improve=flag))
+    return root
+
+
+def run_gate(root, cand, cfg="gate-false.toml", monkeypatch=None):
+    return main(["gate", cand, "prod", "--profile", "tiny", "--config", str(root / cfg), "--root", str(root)])
+
+
+def latest_report(root) -> Path:
+    return sorted((root / "reports").glob("gate-*"))[-1]
+
+
+def test_pass_then_rerun_makes_zero_model_calls(gate_root, tmp_path_factory, monkeypatch, capsys):
+    monkeypatch.setenv("SFTLOOP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    assert run_gate(gate_root, "candidate") == 0
+    out = latest_report(gate_root)
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["verdict"] == "pass" and v["details"]["calls"]["model_calls"] > 0
+    names = {c["name"] for c in v["checks"]}
+    assert {"golden score ratio", "format compliance", "pairwise win-rate CI low", "judge calibration accuracy",
+            "probe arithmetic", "probe sports_understanding"} <= names
+    pw = v["details"]["pairwise"]
+    assert pw["n"] == 4 and 0 <= pw["position_consistency"] <= 1
+    assert (out / "report.md").read_text().startswith("# Gate: candidate vs prod — **PASS**")
+    html = (out / "report.html").read_text()
+    assert "PASS (exit 0)" in html and html.count("data:image/png;base64,") == 3
+    capsys.readouterr()
+    assert run_gate(gate_root, "candidate") == 0
+    v2 = json.loads((latest_report(gate_root) / "verdict.json").read_text())
+    assert v2["details"]["calls"]["model_calls"] == 0 and v2["details"]["calls"]["from_cache"] > 0
+
+
+def test_must_improve_fails_identical_models(gate_root):
+    assert run_gate(gate_root, "candidate", "gate-true.toml") == 1
+    v = json.loads((latest_report(gate_root) / "verdict.json").read_text())
+    failed = [c["name"] for c in v["checks"] if not c["passed"]]
+    assert failed == ["pairwise win-rate CI low"]
+
+
+@pytest.mark.parametrize("model", ["broken", "down", "unknown"])
+def test_missing_model_or_dead_endpoint_exits_2(gate_root, model):
+    assert run_gate(gate_root, model) == 2
+    v = json.loads((latest_report(gate_root) / "verdict.json").read_text())
+    assert v["verdict"] == "error" and v["error"]
+
+
+def test_changed_golden_set_exits_2(gate_root, tmp_path):
+    root = tmp_path / "r"
+    shutil.copytree(gate_root, root, ignore=shutil.ignore_patterns("reports"))
+    p = root / "golden" / "external.json"
+    ext = json.loads(p.read_text())
+    ext["mtbench_question_ids"] = ext["mtbench_question_ids"][1:]
+    p.write_text(json.dumps(ext))
+    assert main(["gate", "candidate", "prod", "--profile", "tiny", "--config", str(root / "gate-false.toml"),
+                 "--root", str(root)]) == 2
+    assert "golden set changed" in json.loads((latest_report(root) / "verdict.json").read_text())["error"]
