@@ -133,6 +133,20 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
         log(f"gate: probe {task} ({len(its)} items)")
         probe_res[task] = P.compare(P.score(cand_b, its), P.score(prod_b, its))
 
+    # IFBench verifiable instructions on the golden IFBench items (strict and loose, paired)
+    from evaluate import ifbench
+
+    ifb = [k for k, i in enumerate(chosen) if "ifbench" in i.checks]
+    ifb_c = [ifbench.check(questions[k], chosen[k].checks["ifbench"], cand_ans[k]) for k in ifb]
+    ifb_p = [ifbench.check(questions[k], chosen[k].checks["ifbench"], prod_ans[k]) for k in ifb]
+    usable = [j for j in range(len(ifb)) if ifb_c[j]["strict"] is not None and ifb_p[j]["strict"] is not None]
+    if usable:
+        probe_res["ifbench_strict"] = P.compare([{"correct": ifb_c[j]["strict"], "correct_norm": ifb_c[j]["loose"]} for j in usable],
+                                                [{"correct": ifb_p[j]["strict"], "correct_norm": ifb_p[j]["loose"]} for j in usable])
+        probe_res["ifbench_strict"]["note"] = "acc = strict, acc_norm = loose"
+    ifbench_info = {"items": len(ifb), "evaluated": len(usable),
+                    "not_evaluated": [ifb_c[j]["error"] or ifb_p[j]["error"] for j in range(len(ifb)) if j not in usable]}
+
     # Rules
     checks = [
         Check("golden score ratio", golden_c[0] / golden_p[0] if golden_p[0] else float("nan"),
@@ -164,7 +178,7 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
         "golden": {"candidate": golden_c, "prod": golden_p,
                    "per_category": {c: {"candidate": mean_ci(per_cat_c[c]), "prod": mean_ci(per_cat_p[c])} for c in sorted(per_cat_c)},
                    "format_compliance": {"candidate": fmt_rate, "prod": sum(fmt_p) / len(fmt_p) if fmt_p else float("nan")}},
-        "pairwise": pws, "calibration": cal, "injection": inj, "probes": probe_res,
+        "pairwise": pws, "calibration": cal, "injection": inj, "probes": probe_res, "ifbench": ifbench_info,
         "calls": {"model_calls": cache.misses, "from_cache": cache.hits},
         "seconds": time.time() - t0,
         "examples": [{"id": chosen[k].id, "candidate": cand_ans[k], "prod": prod_ans[k]} for k in range(min(5, len(chosen)))],
