@@ -30,6 +30,17 @@ else
   echo "setup: $VENV up to date"
 fi
 
+# Debian chromium renders the gate report in a test (headless); installed when missing and we may.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian chromium (headless report test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; tests/evaluate/test_gate.py::test_report_renders_in_headless_chromium will fail" >&2
+  else
+    echo "setup: chromium not found; install Debian's chromium for the report test" >&2
+  fi
+fi
+
 if [ "${SFTLOOP_SKIP_ASSETS:-0}" != "1" ]; then
   HF_HUB_OFFLINE=1 "$VENV/bin/python" -m sftloop.assets fetch
 fi

@@ -77,6 +77,31 @@ def test_pass_then_rerun_makes_zero_model_calls(gate_root, tmp_path_factory, mon
     assert v2["details"]["calls"]["model_calls"] == 0 and v2["details"]["calls"]["from_cache"] > 0
 
 
+def test_report_renders_in_headless_chromium(gate_root, tmp_path):
+    """Debian chromium renders report.html: the verdict heading, the check table and all three charts decode."""
+    import subprocess
+
+    report = next(p for p in sorted((gate_root / "reports").glob("gate-*"), reverse=True)
+                  if json.loads((p / "verdict.json").read_text())["verdict"] == "pass") / "report.html"
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", """<script>
+      window.addEventListener('load', () => {
+        const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 100).length;
+        document.body.setAttribute('data-images-ok', ok);
+        document.body.setAttribute('data-verdict', document.getElementById('verdict').innerText);
+        document.body.setAttribute('data-rows', document.querySelectorAll('#checks tr').length);
+      });</script></body>"""))
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                        probe.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = r.stdout
+    assert 'data-images-ok="3"' in dom, r.stderr[-1000:]
+    assert 'data-verdict="PASS (exit 0)"' in dom
+    rows = int(dom.split('data-rows="')[1].split('"')[0])
+    assert rows >= 10  # header + every check
+
+
 def test_must_improve_fails_identical_models(gate_root):
     assert run_gate(gate_root, "candidate", "gate-true.toml") == 1
     v = json.loads((latest_report(gate_root) / "verdict.json").read_text())
