@@ -133,12 +133,36 @@ def precision_recall(texts, origin, edges, sets, rep, threshold=0.8, n_pairs=300
     return ok / max(len(sample), 1), recall_cluster, len(true_pairs), len(edge_set)
 
 
+def pipeline_rates(full: bool) -> None:
+    """Per-stage and end-to-end conversations/s of the default pipeline on the asset."""
+    import tempfile
+    from pathlib import Path
+
+    from curate.config import load_config
+    from curate.pipeline import run
+
+    cfg = load_config(Path(__file__).parents[1] / "curate" / "configs" / "default.toml")
+    if not full:
+        cfg.stages = [st for st in cfg.stages if st.type not in ("embed_dedup", "decontaminate")]
+    t = time.time()
+    with tempfile.TemporaryDirectory() as d:
+        res = run(cfg, Path(d), progress=False)
+    total = time.time() - t
+    for st in res.funnel:
+        if st.seconds:
+            print(f"  stage {st.stage:14} {st.rows_in / st.seconds:>10,.0f} conv/s  ({st.rows_in} in, {st.seconds:.1f}s)")
+    print(f"end to end ({len(res.funnel) - 1} stages{'' if full else ', embedding stages excluded'}): "
+          f"{res.rows_in / total:,.0f} conv/s ({res.rows_in} rows, {total:.0f}s)")
+
+
 def main() -> None:
     offline_env()
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--baseline-rows", type=int, default=3000, help="rows the (slow) baseline runs on; rate is per row")
+    ap.add_argument("--full", action="store_true", help="include the embedding stages in the end-to-end run")
     a = ap.parse_args()
+    pipeline_rates(a.full)
     texts = load_texts()
     print(f"ShareGPT asset: {len(texts)} conversations")
     base_rate, _ = baseline_minhash(texts[: a.baseline_rows])

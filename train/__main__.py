@@ -18,7 +18,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--root", default=None)
     r.add_argument("--run-id", default=None, help="default: derived from config + dataset version (reruns resume)")
     r.add_argument("--fresh", action="store_true", help="discard checkpoints of this run id")
-    r.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     m = sub.add_parser("merge", help="merge a run's adapter into a full safetensors model")
     m.add_argument("run")
     a = ap.parse_args(argv)
@@ -33,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(a.config)
-        run_dir = train(cfg, Path(a.root) if a.root else repo_root(), run_id=a.run_id, fresh=a.fresh,
-                        stop_after=a.stop_after)
+        run_dir = train(cfg, Path(a.root) if a.root else repo_root(), run_id=a.run_id, fresh=a.fresh)
     except (ValueError, DataError, TrainError, FloatingPointError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1

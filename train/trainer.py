@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from sftloop import registry
 from sftloop.assets import resolve_model
@@ -63,17 +63,6 @@ class _RowIds:
         return out
 
 
-class StopAfter(TrainerCallback):
-    """Test hook: stop (as if killed) after N optimizer steps."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step >= self.steps:
-            os._exit(137)
-
-
 def git_commit(root: Path) -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -105,7 +94,7 @@ def run_id_for(cfg: TrainConfig, version: str) -> str:
 
 
 def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None, fresh: bool = False,
-          stop_after: int | None = None, progress: bool = True) -> Path:
+          progress: bool = True) -> Path:
     root = root or repo_root()
     torch.manual_seed(cfg.seed)
     base = resolve_model(cfg.base_model)
@@ -190,7 +179,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         train_sampling_strategy="random" if cfg.pack else "group_by_length", dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )
     trainer = PackedTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds or None,
-                            data_collator=_RowIds(collator), callbacks=[monitor] + ([StopAfter(stop_after)] if stop_after else []))
+                            data_collator=_RowIds(collator), callbacks=[monitor])
     trainer.monitor = monitor
     resume = any(ckpt_dir.glob("checkpoint-*")) if ckpt_dir.exists() else False
     t0 = time.time()

@@ -54,12 +54,23 @@ def test_merge_gives_same_greedy_outputs_and_logits(tiny_run, smol_tokenizer):
 
 
 def test_killed_run_resumes_from_checkpoint(tiny_root, tiny_run):
+    """SIGKILL a real training process after its first checkpoint; the rerun resumes and matches."""
+    import signal
+    import time
+
     _, full = tiny_run
     cfg = write_train_config(tiny_root, name="tiny", register_as="")  # "" = do not register
     env = {**os.environ, "SFTLOOP_ROOT": str(tiny_root)}
     cmd = [sys.executable, "-m", "train", "run", str(cfg), "--root", str(tiny_root), "--run-id", "killed"]
-    r = subprocess.run(cmd + ["--stop-after", "4"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 137  # died like a SIGKILL after step 4 (checkpoint at step 3)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tiny_root / "runs" / "killed" / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.exists() and proc.poll() is None, "run ended before its first checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (tiny_root / "runs" / "killed" / "run.json").exists()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     resumed = json.loads((tiny_root / "runs" / "killed" / "run.json").read_text())
