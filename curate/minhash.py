@@ -109,8 +109,8 @@ class ShingleSets:
     def __init__(self, texts: pl.Series, ngram: int, docs: np.ndarray):
         self._memo: dict[int, np.ndarray] = {}
         docs = np.unique(docs)
-        for lo in range(0, len(docs), 20_000):
-            part = docs[lo:lo + 20_000]
+        for lo in range(0, len(docs), 5_000):  # small chunks: the transient word table stays small
+            part = docs[lo:lo + 5_000]
             sh = shingle_frame(texts.gather(part), ngram)
             d = sh["doc"].to_numpy()
             h = sh["h"].to_numpy()

@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     d = res.details
     if "calls" in d:
         print(f"\nmodel calls: {d['calls']['model_calls']} new, {d['calls']['from_cache']} from cache")
+        for kind, c in sorted(d["calls"]["by_kind"].items()):
+            label = {"chat": "generations", "next": "judge/label calls", "loglik": "likelihood calls"}.get(kind, kind)
+            print(f"  {label:20} {c['new']:>6} new  {c['cached']:>6} from cache")
     print(f"verdict: {res.verdict.upper()} (exit {res.exit_code}) — {out / 'report.md'}")
     return res.exit_code
 

@@ -37,6 +37,11 @@ class Cache:
         self._db.commit()
         self.hits = 0
         self.misses = 0
+        self.by_kind: dict[str, dict[str, int]] = {}
+
+    def count(self, kind: str, hit: bool) -> None:
+        k = self.by_kind.setdefault(kind, {"new": 0, "cached": 0})
+        k["cached" if hit else "new"] += 1
 
     def get(self, key: str) -> Any | None:
         with self._lock:
@@ -110,6 +115,10 @@ class HFBackend:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
         out: list[Any] = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
+        for _ in range(len(keys) - len(todo)):
+            self.cache.count(kind, True)
+        for _ in todo:
+            self.cache.count(kind, False)
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s:s + self.batch_size]
             for i, v in zip(idx, compute([inputs[i] for i in idx])):
@@ -174,6 +183,10 @@ class OpenAIBackend:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
         out: list[Any] = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
+        for _ in range(len(keys) - len(todo)):
+            self.cache.count(kind, True)
+        for _ in todo:
+            self.cache.count(kind, False)
 
         def one(i):
             try:
@@ -197,17 +210,40 @@ class OpenAIBackend:
         return self._call(fn, convs, "chat", {"max_new_tokens": max_new_tokens})
 
     def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
+        """Label log-probabilities from `top_logprobs` when the server gives them (vLLM, llama.cpp).
+
+        Servers that ignore `logprobs` (e.g. `transformers serve`) get a constrained text answer
+        instead: the first label found in a 3-token reply scores 0 and the others -inf; an
+        unparseable reply is retried once with a stricter instruction and then returned as
+        `{}` (the judge counts it as an error, never as a win).
+        """
+        def parse(text: str) -> str | None:
+            import re
+
+            m = re.search(r"\b(" + "|".join(map(re.escape, labels)) + r")\b", text or "")
+            return m.group(1) if m else None
+
         def fn(conv):
             r = self.client.chat.completions.create(model=self.entry.model, messages=conv, max_tokens=1, temperature=0,
                                                     logprobs=True, top_logprobs=20)
-            top = r.choices[0].logprobs.content[0].top_logprobs if r.choices[0].logprobs else []
-            got = {t.token.strip(): t.logprob for t in top}
-            return {lab: got.get(lab, -1e9) for lab in labels}
+            lp = r.choices[0].logprobs
+            if lp is not None and lp.content:
+                got = {t.token.strip(): t.logprob for t in lp.content[0].top_logprobs}
+                return {lab: got.get(lab, -1e9) for lab in labels}
+            for attempt in range(2):
+                msgs = conv if attempt == 0 else conv + [
+                    {"role": "user", "content": f"Reply with exactly one of: {', '.join(labels)}."}]
+                r = self.client.chat.completions.create(model=self.entry.model, messages=msgs, max_tokens=3, temperature=0)
+                lab = parse(r.choices[0].message.content)
+                if lab is not None:
+                    return {x: (0.0 if x == lab else -1e9) for x in labels}
+            return {}
 
         return self._call(fn, convs, "next", {"labels": labels})
 
 
 def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None):
+    """The backend for a registry entry: `openai` for remote entries, `hf` for local ones."""
     entry = registry.get(name, reg_path)
     if entry.is_remote:
         return OpenAIBackend(entry, cache)

@@ -101,18 +101,19 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
     graded = [k for k, i in enumerate(chosen) if i.reference]
     refs = [chosen[k].reference or "" for k in graded]
     log(f"gate: grading {len(graded)} answers per model against references")
-    g_c = J.grade(judge_b, [questions[k] for k in graded], [cand_ans[k] for k in graded], refs)
-    g_p = J.grade(judge_b, [questions[k] for k in graded], [prod_ans[k] for k in graded], refs)
+    g_c = J.grade(judge_b, [questions[k] for k in graded], [cand_ans[k] for k in graded], refs, prof.get("reasoning_tokens", 0))
+    g_p = J.grade(judge_b, [questions[k] for k in graded], [prod_ans[k] for k in graded], refs, prof.get("reasoning_tokens", 0))
+    nan = float("nan")
     for k, i in enumerate(chosen):
         rc, rp = run_checks(i.checks, cand_ans[k]), run_checks(i.checks, prod_ans[k])
         fmt_c += list(rc.values())
         fmt_p += list(rp.values())
     for k, gc, gp in zip(graded, g_c, g_p):
         cat = chosen[k].category.split(":")[0]
-        per_cat_c.setdefault(cat, []).append(gc["score"])
-        per_cat_p.setdefault(cat, []).append(gp["score"])
-    golden_c = mean_ci([g["score"] for g in g_c])
-    golden_p = mean_ci([g["score"] for g in g_p])
+        per_cat_c.setdefault(cat, []).append(gc.score if gc else nan)
+        per_cat_p.setdefault(cat, []).append(gp.score if gp else nan)
+    golden_c = mean_ci([g.score if g else nan for g in g_c])  # a missing grade makes the mean NaN: fails closed
+    golden_p = mean_ci([g.score if g else nan for g in g_p])
     fmt_rate = sum(fmt_c) / len(fmt_c) if fmt_c else float("nan")
 
     # Layer 2: pairwise with swap, calibration, injection
@@ -164,6 +165,10 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
                             f"not worse (p<{rules['probe_p_value']}) and drop <= {rules['probe_max_relative_drop']:.0%}",
                             not worse_sig and r["relative_drop"] <= rules["probe_max_relative_drop"],
                             f"prod {r['prod_acc']:.3f}, p={r['mcnemar']['p']:.3f}"))
+    err_rate = pws["error_rate"]
+    checks.append(Check("judge error rate", err_rate, f"<= {rules.get('max_judge_error_rate', 0.1)}",
+                        _ok(err_rate, lambda v: v <= rules.get("max_judge_error_rate", 0.1)),
+                        f"{pws['errors']} unparseable pairs"))
     judge_ok = _ok(cal["accuracy"], lambda v: v >= rules["judge_min_accuracy"])
     floor_action = rules.get("judge_floor_action", "fail")
     checks.append(Check("judge calibration accuracy", cal["accuracy"], f">= {rules['judge_min_accuracy']}",
@@ -179,7 +184,9 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
                    "per_category": {c: {"candidate": mean_ci(per_cat_c[c]), "prod": mean_ci(per_cat_p[c])} for c in sorted(per_cat_c)},
                    "format_compliance": {"candidate": fmt_rate, "prod": sum(fmt_p) / len(fmt_p) if fmt_p else float("nan")}},
         "pairwise": pws, "calibration": cal, "injection": inj, "probes": probe_res, "ifbench": ifbench_info,
-        "calls": {"model_calls": cache.misses, "from_cache": cache.hits},
+        "calls": {"model_calls": cache.misses, "from_cache": cache.hits, "by_kind": cache.by_kind},
+        "grades": [{"id": chosen[k].id, "candidate": gc.model_dump() if gc else None, "prod": gp.model_dump() if gp else None}
+                   for k, gc, gp in zip(graded, g_c, g_p)],
         "seconds": time.time() - t0,
         "examples": [{"id": chosen[k].id, "candidate": cand_ans[k], "prod": prod_ans[k]} for k in range(min(5, len(chosen)))],
     }

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from evaluate.stats import bootstrap_ci
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -26,7 +28,10 @@ def _conv(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def _verdict(lp: dict[str, float]) -> str:
+def _verdict(lp: dict[str, float]) -> str | None:
+    """The most probable label; None when the judge gave no usable verdict (an error, never a win)."""
+    if not lp:
+        return None
     return max(LABELS, key=lambda k: lp.get(k, -1e9))
 
 
@@ -38,6 +43,7 @@ class PairwiseResult:
     decisive_verdicts: int = 0
     longer_won: list[float] = field(default_factory=list)
     per_item: list[dict] = field(default_factory=list)
+    errors: int = 0
 
     def summary(self) -> dict:
         n = len(self.outcomes)
@@ -48,6 +54,7 @@ class PairwiseResult:
             "position_consistency": self.consistent / n if n else float("nan"),
             "first_position_win_share": self.first_position_wins / self.decisive_verdicts if self.decisive_verdicts else float("nan"),
             "longer_answer_win_rate": sum(self.longer_won) / len(self.longer_won) if self.longer_won else float("nan"),
+            "errors": self.errors, "error_rate": self.errors / (n + self.errors) if n + self.errors else float("nan"),
         }
 
 
@@ -60,6 +67,10 @@ def pairwise(judge, questions: list[str], cand: list[str], prod: list[str], temp
     res = PairwiseResult()
     for i in range(n):
         v1, v2 = _verdict(lps[i]), _verdict(lps[n + i])
+        if v1 is None or v2 is None:  # unparseable after one retry: an error, excluded from the win rate
+            res.errors += 1
+            res.per_item.append({"verdict_cand_first": v1, "verdict_cand_second": v2, "outcome": None})
+            continue
         c1 = {"A": 1.0, "B": 0.0, "C": 0.5}[v1]   # candidate was A
         c2 = {"A": 0.0, "B": 1.0, "C": 0.5}[v2]   # candidate was B
         for v in (v1, v2):
@@ -79,26 +90,65 @@ def pairwise(judge, questions: list[str], cand: list[str], prod: list[str], temp
     return res
 
 
+class Grade(BaseModel):
+    """Reference-guided single-answer grade. Scores are expectations under the judge's distribution
+    over the digits 1-5 (so a weak judge gives hedged, not arbitrary, scores); NaN when missing."""
+
+    correctness: float = Field(ge=1, le=5)
+    completeness: float = Field(ge=1, le=5)
+    format_compliance: float = Field(ge=1, le=5)
+    hallucination: bool
+    hallucination_p: float = Field(ge=0, le=1)
+    reasoning: str = ""
+
+    @property
+    def score(self) -> float:
+        """0..1: mean of the three 1-5 aspects, rescaled; a hallucination caps it at 0.5."""
+        s = ((self.correctness + self.completeness + self.format_compliance) / 3 - 1) / 4
+        return min(s, 0.5) if self.hallucination else s
+
+
+ASPECTS = ("correctness", "completeness", "format compliance")
+
+
 def grade(judge, questions: list[str], answers: list[str], references: list[str],
-          aspects: tuple[str, ...] = ("correctness", "completeness", "format compliance")) -> list[dict]:
-    """Reference-guided 1-5 grades per aspect: expected score under the judge's digit distribution."""
-    tpl = prompt("grade-v1")
-    convs, index = [], []
-    for i, (q, a, r) in enumerate(zip(questions, answers, references)):
-        for asp in aspects:
-            convs.append(_conv(tpl.format(question=q, reference=r, answer=a, aspect=asp)))
-            index.append((i, asp))
-    digits = ["1", "2", "3", "4", "5"]
-    lps = judge.next_token_logprobs(convs, digits) if convs else []
+          reasoning_tokens: int = 0) -> list[Grade | None]:
+    """Grade answers against references; None where the judge gave no usable output (fails closed upstream)."""
     import math
 
-    out: list[dict] = [{} for _ in questions]
-    for (i, asp), lp in zip(index, lps):
-        w = {d: math.exp(lp[d]) for d in digits}
-        z = sum(w.values()) or 1.0
-        out[i][asp.replace(" ", "_")] = sum(int(d) * v for d, v in w.items()) / z
-    for g in out:
-        g["score"] = (sum(g.values()) / len(g) - 1) / 4 if g else float("nan")  # 0..1
+    tpl = prompt("grade-v1")
+    htpl = prompt("hallucination-v1")
+    convs, index = [], []
+    for i, (q, a, r) in enumerate(zip(questions, answers, references)):
+        for asp in ASPECTS:
+            convs.append(_conv(tpl.format(question=q, reference=r, answer=a, aspect=asp)))
+            index.append((i, asp))
+        convs.append(_conv(htpl.format(question=q, reference=r, answer=a)))
+        index.append((i, "hallucination"))
+    digits = ["1", "2", "3", "4", "5"]
+    lps = judge.next_token_logprobs([c for c, (_, a) in zip(convs, index) if a != "hallucination"], digits) if convs else []
+    hps = judge.next_token_logprobs([c for c, (_, a) in zip(convs, index) if a == "hallucination"], ["yes", "no"]) if convs else []
+    raw: list[dict] = [{} for _ in questions]
+    for (i, asp), lp in zip([x for x in index if x[1] != "hallucination"], lps):
+        if lp:
+            w = {d: math.exp(lp[d]) for d in digits}
+            z = sum(w.values()) or 1.0
+            raw[i][asp.replace(" ", "_")] = sum(int(d) * v for d, v in w.items()) / z
+    for i, lp in enumerate(hps):
+        if lp:
+            py, pn = math.exp(lp["yes"]), math.exp(lp["no"])
+            raw[i]["hallucination_p"] = py / (py + pn) if py + pn > 0 else 0.5
+    reasons = [""] * len(questions)
+    if reasoning_tokens:
+        rtpl = prompt("reasoning-v1")
+        reasons = judge.chat([_conv(rtpl.format(question=q, reference=r, answer=a))
+                              for q, a, r in zip(questions, answers, references)], reasoning_tokens)
+    out: list[Grade | None] = []
+    for g, why in zip(raw, reasons):
+        if len(g) < 4:
+            out.append(None)
+            continue
+        out.append(Grade(**{k: v for k, v in g.items()}, hallucination=g["hallucination_p"] > 0.5, reasoning=why))
     return out
 
 
