@@ -32,6 +32,7 @@ class Check:
     threshold: str
     passed: bool
     note: str = ""
+    warn: bool = False  # passed only because the rule is configured to warn
 
 
 @dataclass
@@ -173,7 +174,8 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
     floor_action = rules.get("judge_floor_action", "fail")
     checks.append(Check("judge calibration accuracy", cal["accuracy"], f">= {rules['judge_min_accuracy']}",
                         judge_ok or floor_action == "warn",
-                        "" if judge_ok else f"below floor ({floor_action}): judge-based checks are not trustworthy"))
+                        "" if judge_ok else f"below floor ({floor_action}): judge-based checks are not trustworthy",
+                        warn=not judge_ok and floor_action == "warn"))
     passed = all(c.passed for c in checks)
     details = {
         "profile": profile, "candidate": candidate, "prod": prod, "judge": prof["judge"],

@@ -15,7 +15,8 @@ def _fmt(v) -> str:
 
 
 def table_rows(res) -> list[tuple[str, str, str, str, str]]:
-    return [(c.name, _fmt(c.value), c.threshold, "PASS" if c.passed else "FAIL", c.note) for c in res.checks]
+    return [(c.name, _fmt(c.value), c.threshold, ("WARN" if c.warn else "PASS") if c.passed else "FAIL", c.note)
+            for c in res.checks]
 
 
 def write_markdown(res, path) -> None:
@@ -98,7 +99,7 @@ def write_html(res, path) -> None:
     err = f"<p class='error'>Could not evaluate: {html.escape(res.error)}</p>" if res.error else ""
     path.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>Gate {res.verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em}} #verdict{{color:white;background:{color};padding:.5em 1em;display:inline-block}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdecea}}</style></head>
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdecea}} tr.warn td{{background:#fff4e5}}</style></head>
 <body><h1 id="verdict">{res.verdict.upper()} (exit {res.exit_code})</h1>
 <p>{html.escape(str(d.get('candidate', '')))} vs {html.escape(str(d.get('prod', '')))} · profile {html.escape(str(d.get('profile', '')))}</p>{err}
 <table id="checks"><tr><th>check</th><th>value</th><th>threshold</th><th>result</th><th>note</th></tr>{rows}</table>

@@ -98,3 +98,18 @@ def test_overflow_is_counted_not_silent(tiny_root, smol_tokenizer):
     enc, rep = encode_records(recs, smol_tokenizer, cfg)
     assert rep.dropped_overflow > 0 and len(enc) == rep.encoded == rep.samples - rep.dropped_overflow
     assert rep.bad_share > 0.1 and "max_len 60" in rep.examples[0]
+
+
+def test_weights_upsample_and_replay_share():
+    from sftloop.schema import ChatRecord
+    from train.data import apply_weights, mix_replay
+
+    def rec(i, w=1.0, src="s"):
+        return ChatRecord.model_validate({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                                          "source": src, "weight": w})
+
+    recs = [rec(0, 3.0, "mined:2026-W47")] + [rec(i) for i in range(1, 10)]
+    out = apply_weights(recs, seed=0)
+    assert sum(r.source == "mined:2026-W47" for r in out) == 3 and len(out) == 12
+    mixed = mix_replay(out, [rec(100 + i, src="replay") for i in range(50)], share=0.2, seed=0)
+    assert sum(r.source == "replay" for r in mixed) / len(mixed) == 3 / 15
