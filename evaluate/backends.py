@@ -39,9 +39,14 @@ class Cache:
         self.misses = 0
         self.by_kind: dict[str, dict[str, int]] = {}
 
-    def count(self, kind: str, hit: bool) -> None:
+    def lookup(self, keys: list[str], kind: str) -> tuple[list[Any], list[int]]:
+        """Cached values (None where missing) and the indices still to compute; counts per kind."""
+        out: list[Any] = [self.get(k) for k in keys]
+        todo = [i for i, v in enumerate(out) if v is None]
         k = self.by_kind.setdefault(kind, {"new": 0, "cached": 0})
-        k["cached" if hit else "new"] += 1
+        k["cached"] += len(keys) - len(todo)
+        k["new"] += len(todo)
+        return out, todo
 
     def get(self, key: str) -> Any | None:
         with self._lock:
@@ -113,12 +118,7 @@ class HFBackend:
 
     def _cached_map(self, kind: str, inputs: list[Any], params: dict, compute) -> list[Any]:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
-        out: list[Any] = [self.cache.get(k) for k in keys]
-        todo = [i for i, v in enumerate(out) if v is None]
-        for _ in range(len(keys) - len(todo)):
-            self.cache.count(kind, True)
-        for _ in todo:
-            self.cache.count(kind, False)
+        out, todo = self.cache.lookup(keys, kind)
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s:s + self.batch_size]
             for i, v in zip(idx, compute([inputs[i] for i in idx])):
@@ -181,12 +181,7 @@ class OpenAIBackend:
 
     def _call(self, fn, inputs: list[Any], kind: str, params: dict) -> list[Any]:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
-        out: list[Any] = [self.cache.get(k) for k in keys]
-        todo = [i for i, v in enumerate(out) if v is None]
-        for _ in range(len(keys) - len(todo)):
-            self.cache.count(kind, True)
-        for _ in todo:
-            self.cache.count(kind, False)
+        out, todo = self.cache.lookup(keys, kind)
 
         def one(i):
             try:
