@@ -113,3 +113,27 @@ def test_weights_upsample_and_replay_share():
     assert sum(r.source == "mined:2026-W47" for r in out) == 3 and len(out) == 12
     mixed = mix_replay(out, [rec(100 + i, src="replay") for i in range(50)], share=0.2, seed=0)
     assert sum(r.source == "replay" for r in mixed) / len(mixed) == 3 / 15
+
+
+def test_nan_loss_stops_with_step_and_batch_ids(tmp_path, smol_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from sftloop.assets import path
+    from train.masking import encode
+    from train.packing import PackedCollator, pack
+    from train.trainer import PackedTrainer, _RowIds
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path("smollm2-135m-instruct")),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+    e = encode(smol_tokenizer, [{"role": "user", "content": "Hi there, how are you?"},
+                                {"role": "assistant", "content": "Fine, thanks for asking!"}])
+    rows = [{"row": r.__dict__, "idx": 7} for r in pack([(e.input_ids, e.labels)], 256)]
+    trainer = PackedTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                                                remove_unused_columns=False),
+                            train_dataset=rows, data_collator=_RowIds(PackedCollator(smol_tokenizer.pad_token_id)))
+    batch = _RowIds(PackedCollator(smol_tokenizer.pad_token_id))(rows)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 0, packed rows \[7\]"):
+        trainer.compute_loss(model, batch)
