@@ -51,3 +51,7 @@ gate CANDIDATE="candidate" PROD="prod" *ARGS: setup
 # record the golden set (golden/items + MT-Bench/IFBench ids) as a new frozen version
 golden-freeze NOTE="": setup
     {{py}} -m evaluate golden-freeze --note "{{NOTE}}"
+
+# mine one ISO week of production logs (default: the last full week): reports/mine-<week>/
+mine LOGS *ARGS: setup
+    {{py}} -m curate.mine run "{{LOGS}}" {{ARGS}}

@@ -100,7 +100,11 @@ class Language(StageConfig):
             ctx._cache["lingua"] = detector
         texts = df.select(t=contents(("user", "assistant")))["t"].to_list()
         prose = [re.sub(r"\s+", " ", strip_code(t))[: self.max_chars] for t in texts]
-        langs = detector.detect_languages_in_parallel_of(prose)
+        from tqdm import tqdm
+
+        langs = []
+        for i in tqdm(range(0, len(prose), 2000), desc="language", disable=not ctx.progress, unit="chunk"):
+            langs.extend(detector.detect_languages_in_parallel_of(prose[i:i + 2000]))
         codes = []
         for text, lang in zip(prose, langs):
             if lang is None or len(text.strip()) < self.min_chars:
