@@ -21,7 +21,7 @@ from curate.text import jaccard_sorted, shingle_frame
 EMPTY = np.uint64(1 << 63)
 
 
-def signatures(sh: pl.DataFrame, n_docs: int, num_perm: int = 128, seed: int = 1, progress: bool = False) -> np.ndarray:
+def signatures(sh: pl.DataFrame, n_docs: int, num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """One-permutation MinHash signatures (n_docs, num_perm) from a (doc, h) shingle frame.
 
     Each shingle hash is re-mixed with `seed`, its high bits pick one of `num_perm` bins and its

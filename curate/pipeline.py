@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.config import PipelineConfig, config_dict
+from curate.config import PipelineConfig
 from curate.sources import SourceConfig, read_source
 from curate.split import assign_splits
 from curate.stages.base import Context
@@ -53,7 +53,7 @@ def load_sources(cfg: PipelineConfig, quarantine: Path) -> tuple[pl.DataFrame, l
             rows.extend(r.to_row() for r in recs)
             for x in st:
                 stats.append({"source": s.name, "file": x.file, "rows_in": x.rows_in, "rows_out": x.rows_out,
-                              "rows_quarantined": x.rows_quarantined, "records": len(recs) if len(st) == 1 else None})
+                              "rows_quarantined": x.rows_quarantined})
     finally:
         qw.close()
     df = pl.DataFrame(rows, schema=PARQUET_SCHEMA).with_row_index("_row")
@@ -130,11 +130,3 @@ def finalise(cfg: PipelineConfig, res: RunResult) -> dict[str, pl.DataFrame]:
     if total != expected:
         raise AssertionError(f"accounting: train+val+test+excluded+quarantined = {total}, input rows = {expected}")
     return out
-
-
-def funnel_rows(res: RunResult) -> list[dict]:
-    return [dict(st.__dict__) for st in res.funnel]
-
-
-def describe(cfg: PipelineConfig) -> dict:
-    return config_dict(cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sftloop import assets
-from sftloop.schema import ChatRecord, QuarantineWriter, Quarantined, ReadStats, iter_records
+from sftloop.schema import ChatRecord, QuarantineWriter, ReadStats, iter_records, parse_objects, quarantine_row
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
                   "bard": "assistant", "assistant": "assistant", "system": "system"}
@@ -148,47 +148,16 @@ def _iter_json_array(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: 
     """A (possibly truncated) top-level JSON array: complete objects are rows; a truncated tail is quarantined."""
     text = path.read_text(encoding="utf-8")
     objs, stop = assets.salvage_json_array(text)
-    for row_no, obj in enumerate(objs, start=1):
-        stats.rows_in += 1
-        try:
-            rec = parse(obj)
-            stats.rows_out += 1
-            yield rec
-        except Exception as e:  # noqa: BLE001 - every failure becomes a quarantine row
-            stats.rows_quarantined += 1
-            q = Quarantined(str(path), row_no, getattr(e, "field", _pyd_field(e)), str(e)[:500], json.dumps(obj, ensure_ascii=False))
-            stats.errors.append(q.message())
-            qw.write(q)
+    yield from parse_objects(enumerate(objs, start=1), path, stats, qw, parse)
     tail = text[stop:].strip().rstrip("]").strip()
     if tail:
         stats.rows_in += 1
-        stats.rows_quarantined += 1
-        q = Quarantined(str(path), len(objs) + 1, "<json>", "truncated JSON object at end of file", tail)
-        stats.errors.append(q.message())
-        qw.write(q)
-
-
-def _pyd_field(e: Exception) -> str:
-    errs = getattr(e, "errors", None)
-    if callable(errs):
-        first = errs()[0]
-        return ".".join(str(x) for x in first["loc"]) or "<row>"
-    return "<row>"
+        quarantine_row(stats, qw, path, len(objs) + 1, "<json>", "truncated JSON object at end of file", tail)
 
 
 def _iter_csv(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callable[[Any], Any]) -> Iterator[Any]:
     with open(path, newline="", encoding="utf-8", errors="strict") as f:
-        for row_no, row in enumerate(csv.DictReader(f), start=2):  # row 1 is the header
-            stats.rows_in += 1
-            try:
-                rec = parse(row)
-                stats.rows_out += 1
-                yield rec
-            except Exception as e:  # noqa: BLE001
-                stats.rows_quarantined += 1
-                q = Quarantined(str(path), row_no, getattr(e, "field", _pyd_field(e)), str(e)[:500], json.dumps(row, ensure_ascii=False))
-                stats.errors.append(q.message())
-                qw.write(q)
+        yield from parse_objects(enumerate(csv.DictReader(f), start=2), path, stats, qw, parse)  # row 1 is the header
 
 
 def read_source(src: SourceConfig, qw: QuarantineWriter) -> tuple[list[ChatRecord], list[ReadStats]]:

@@ -131,9 +131,3 @@ def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataF
     (base / "LATEST.part").write_text(version + "\n")
     (base / "LATEST.part").replace(latest)
     return final
-
-
-def latest_version(root: Path, output_dir: str, name: str) -> Path:
-    base = root / output_dir / name
-    v = (base / "LATEST").read_text().strip()
-    return base / v

@@ -89,7 +89,6 @@ class HFBackend:
         self.cache, self.batch_size = cache, batch_size
         self.spec = model_spec_hash(entry, root)
         base, adapter = registry.resolve_local(entry, root)
-        self._entry, self._root = entry, root
         self._model = None
         self._base, self._adapter = base, adapter
         self.tok = AutoTokenizer.from_pretrained(adapter or base)

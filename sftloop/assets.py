@@ -15,7 +15,6 @@ Corrupted or partial files are refused with a message naming the file and what t
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import json
 import os
@@ -25,7 +24,6 @@ import sys
 import tarfile
 import time
 import tomllib
-import urllib.parse
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +128,7 @@ def _download_sdist(spec: AssetSpec, target: Path, log: Callable[[str], None]) -
     building would run arbitrary code anyway. The pinned sha256 is verified after download.
     """
     import re
+    import urllib.parse
     import urllib.request
 
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")

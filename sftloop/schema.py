@@ -162,39 +162,56 @@ def validate_row(obj: Any) -> ChatRecord:
 # ---------------------------------------------------------------- readers
 
 
+def quarantine_row(stats: ReadStats, quarantine: QuarantineWriter, path: Path | str, row: int, field: str,
+                   error: str, raw: str) -> None:
+    """Count and write one quarantined row (the caller has already counted it in rows_in)."""
+    q = Quarantined(str(path), row, field, error, raw)
+    stats.rows_quarantined += 1
+    stats.errors.append(q.message())
+    quarantine.write(q)
+
+
+def parse_objects(rows: Iterable[tuple[int, Any]], path: Path | str, stats: ReadStats, quarantine: QuarantineWriter,
+                  parse: Any = validate_row) -> Iterator[Any]:
+    """Validate decoded rows given as (row number, object): yield parse(obj), quarantine the failures
+    with the field that failed. Every reader (JSONL, Parquet, JSON arrays, CSV) goes through here."""
+    for row_no, obj in rows:
+        stats.rows_in += 1
+        try:
+            rec = parse(obj)
+        except ValidationError as e:
+            field, error = _field_of(e), _error_text(e)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            field, error = getattr(e, "field", "<row>"), str(e)[:500]
+        else:
+            stats.rows_out += 1
+            yield rec
+            continue
+        quarantine_row(stats, quarantine, path, row_no, field, error, json.dumps(obj, default=str, ensure_ascii=False))
+
+
 def iter_jsonl(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse: Any = validate_row) -> Iterator[Any]:
     """Stream a JSONL file, yielding parse(obj) for each good row; bad rows go to quarantine."""
-    with open(path, "rb") as f:
-        for row_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            stats.rows_in += 1
-            q: Quarantined | None = None
-            if len(raw) > MAX_ROW_BYTES:
-                q = Quarantined(str(path), row_no, "<row>", f"row is {len(raw)} bytes, over the {MAX_ROW_BYTES} byte limit", raw.decode("utf-8", "replace"))
-            else:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    q = Quarantined(str(path), row_no, "<utf-8>", f"invalid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+
+    def decoded() -> Iterator[tuple[int, Any]]:
+        with open(path, "rb") as f:
+            for row_no, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                if len(raw) > MAX_ROW_BYTES:
+                    error, field = f"row is {len(raw)} bytes, over the {MAX_ROW_BYTES} byte limit", "<row>"
                 else:
                     try:
-                        obj = json.loads(text)
+                        yield row_no, json.loads(raw.decode("utf-8"))
+                        continue
+                    except UnicodeDecodeError as e:
+                        error, field = f"invalid UTF-8 at byte {e.start}", "<utf-8>"
                     except json.JSONDecodeError as e:
-                        q = Quarantined(str(path), row_no, "<json>", f"invalid JSON: {e.msg} at column {e.colno}", text)
-                    else:
-                        try:
-                            rec = parse(obj)
-                            stats.rows_out += 1
-                            yield rec
-                            continue
-                        except ValidationError as e:
-                            q = Quarantined(str(path), row_no, _field_of(e), _error_text(e), text)
-                        except (ValueError, TypeError, KeyError) as e:
-                            q = Quarantined(str(path), row_no, getattr(e, "field", "<row>"), str(e), text)
-            stats.rows_quarantined += 1
-            stats.errors.append(q.message())
-            quarantine.write(q)
+                        error, field = f"invalid JSON: {e.msg} at column {e.colno}", "<json>"
+                stats.rows_in += 1
+                quarantine_row(stats, quarantine, path, row_no, field, error, raw.decode("utf-8", "replace"))
+
+    yield from parse_objects(decoded(), path, stats, quarantine, parse)
 
 
 def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse: Any = validate_row,
@@ -204,31 +221,19 @@ def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, par
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as e:  # unreadable file: one quarantine entry for the whole file
+    except Exception as e:  # noqa: BLE001 - unreadable file: one quarantine entry for the whole file
         stats.rows_in += 1
-        stats.rows_quarantined += 1
-        q = Quarantined(str(path), 0, "<file>", f"unreadable Parquet: {e}", "")
-        stats.errors.append(q.message())
-        quarantine.write(q)
+        quarantine_row(stats, quarantine, path, 0, "<file>", f"unreadable Parquet: {e}", "")
         return
-    row_no = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
-        for obj in batch.to_pylist():
-            row_no += 1
-            stats.rows_in += 1
-            try:
-                rec = parse(obj)
-                stats.rows_out += 1
-                yield rec
-            except ValidationError as e:
-                q = Quarantined(str(path), row_no, _field_of(e), _error_text(e), json.dumps(obj, default=str, ensure_ascii=False))
-            except (ValueError, TypeError, KeyError) as e:
-                q = Quarantined(str(path), row_no, getattr(e, "field", "<row>"), str(e), json.dumps(obj, default=str, ensure_ascii=False))
-            else:
-                continue
-            stats.rows_quarantined += 1
-            stats.errors.append(q.message())
-            quarantine.write(q)
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        row_no = 0
+        for batch in pf.iter_batches(batch_size=batch_size):
+            for obj in batch.to_pylist():
+                row_no += 1
+                yield row_no, obj
+
+    yield from parse_objects(rows(), path, stats, quarantine, parse)
 
 
 def iter_records(path: Path | str, stats: ReadStats | None = None, quarantine: Path | QuarantineWriter | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -61,5 +62,3 @@ def write_report(run_dir: Path, summary: dict, log: list[dict], history: list[di
     lines += ["", "![loss](loss.png)", "![grad norms](grad_norms.png)", "![effective rank](effective_rank.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
 
-
-import math  # noqa: E402

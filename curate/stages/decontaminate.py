@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-import numpy as np
 import polars as pl
 from pydantic import Field
 

@@ -9,7 +9,7 @@ import torch
 from sftloop import registry
 from train.config import load_config
 from train.data import DataError, check_manifest
-from train.trainer import TrainError, train
+
 
 from conftest import write_train_config
 
