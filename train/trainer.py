@@ -141,7 +141,8 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         val_rows = [{"input_ids": i, "labels": lab} for i, lab in val_enc]
         collator = PaddingCollator(tok.pad_token_id)
     train_ds = [{"row": r, "idx": i, "input_ids": r["input_ids"]} for i, r in enumerate(train_rows)]
-    val_ds = [{"row": r, "idx": i} for i, r in enumerate(val_rows)]
+    # input_ids at the top level: Trainer's length-grouped sampler reads them (train and eval) when not packing
+    val_ds = [{"row": r, "idx": i, "input_ids": r["input_ids"]} for i, r in enumerate(val_rows)]
 
     # 3. model + LoRA
     from peft import LoraConfig, get_peft_model

@@ -137,3 +137,13 @@ def test_nan_loss_stops_with_step_and_batch_ids(tmp_path, smol_tokenizer):
     batch = _RowIds(PackedCollator(smol_tokenizer.pad_token_id))(rows)
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 0, packed rows \[7\]"):
         trainer.compute_loss(model, batch)
+
+
+def test_unpacked_run_uses_padding_and_length_grouping(tiny_root):
+    from train.trainer import train
+
+    cfg = load_config(write_train_config(tiny_root, name="nopack", pack=False, per_device_batch=2, max_steps=2,
+                                         eval_steps=2, save_steps=2, register_as=""))
+    summary = json.loads((train(cfg, tiny_root, progress=False) / "run.json").read_text())
+    assert summary["steps"] == 2 and summary["mask"] == "block4d"
+    assert 0.3 < summary["token_efficiency"] < 1.0  # padded batches waste slots; packing does not
