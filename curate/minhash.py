@@ -125,8 +125,13 @@ class ShingleSets:
 
 
 def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-                         seed: int = 1, progress: bool = False, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
+                         seed: int = 1, progress: bool = False, chunk: int = 20_000,
+                         floor: float | None = None) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
     """Verified edges (i, j) with exact shingle Jaccard >= threshold, their similarities, and the shingle sets used.
+
+    `floor` (< threshold) also keeps LSH candidates whose exact Jaccard is in [floor, threshold):
+    the borderline pairs that go to human review. LSH is still tuned for `threshold`, so pairs
+    far below it are found less often; callers filter the edges by `sims >= threshold`.
 
     Signatures are computed in chunks of `chunk` documents, so peak memory is bounded by the chunk's
     shingles plus the (n, num_perm) signature matrix, not by the corpus's shingles.
@@ -141,9 +146,10 @@ def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int
     cand = lsh_candidates(sig, threshold)
     sets = ShingleSets(texts, ngram, cand.ravel())
     keep, sims = [], []
+    lowest = threshold if floor is None else min(floor, threshold)
     for i, j in cand.tolist():
         s = jaccard_sorted(sets[i], sets[j])
-        if s >= threshold:
+        if s >= lowest:
             keep.append((i, j))
             sims.append(s)
     edges = np.array(keep, dtype=np.int64).reshape(-1, 2)

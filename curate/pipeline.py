@@ -18,7 +18,7 @@ import polars as pl
 from curate.config import PipelineConfig
 from curate.sources import SourceConfig, read_source
 from curate.split import assign_splits
-from curate.stages.base import Context
+from curate.stages.base import BORDERLINE_SCHEMA, Context
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
 
@@ -41,6 +41,7 @@ class RunResult:
     quarantine_path: Path
     rows_in: int
     reports: dict
+    borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
 
 
 def load_sources(cfg: PipelineConfig, quarantine: Path) -> tuple[pl.DataFrame, list[dict]]:
@@ -91,7 +92,9 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
         if progress:
             print(f"  {stage.name:16} in {n_in:>7}  out {kept.height:>7}  dropped {dropped.height:>6}  ({time.time() - t:.1f}s)")
     excluded = _excluded_frame(excluded_parts)
-    return RunResult(df, excluded, funnel, src_stats, qpath, rows_in, ctx.reports)
+    borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
+                  if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
+    return RunResult(df, excluded, funnel, src_stats, qpath, rows_in, ctx.reports, borderline)
 
 
 def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:

@@ -97,6 +97,10 @@ def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataF
         p = tmp / f"{name}.parquet"
         df.write_parquet(p, statistics=False)
         files[name] = _sha(p)
+    if res.borderline is not None:
+        p = tmp / "borderline_pairs.parquet"
+        res.borderline.write_parquet(p, statistics=False)
+        files["borderline_pairs"] = _sha(p)
     q = tmp / "quarantine.jsonl"
     if res.quarantine_path.exists():
         shutil.copyfile(res.quarantine_path, q)
@@ -118,16 +122,59 @@ def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataF
         "sources": res.source_stats, "source_hashes": source_hashes(cfg),
         "tokenizer": tokenizer_settings(cfg), "counts": counts, "rows_in": res.rows_in,
         "funnel": funnel, "stage_reports": res.reports, "files_sha256": files,
+        "borderline_pairs": 0 if res.borderline is None else res.borderline.height,
         "excluded_reasons": dict(parts["excluded"].group_by("reason").len().sort("reason").iter_rows()),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
     (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts))
     funnel_png(funnel, tmp / "funnel.png", f"{cfg.name} {version}")
+    return publish(base, tmp, version)
+
+
+def publish(base: Path, tmp: Path, version: str) -> Path:
+    """Move a fully written `tmp` dir to `base/version` (immutable: an existing one is kept) and
+    point `base/LATEST` at it atomically."""
     final = base / version
-    if final.exists():  # immutable: identical content already written
+    if final.exists():  # identical content already written
         shutil.rmtree(tmp)
     else:
         tmp.rename(final)
     (base / "LATEST.part").write_text(version + "\n")
-    (base / "LATEST.part").replace(latest)
+    (base / "LATEST.part").replace(base / "LATEST")
     return final
+
+
+def write_derived_version(base: Path, parts: dict[str, pl.DataFrame], change: dict, parent: Path | None = None,
+                          name: str | None = None) -> Path:
+    """A version made by a later step (review decisions, mined corrections), not a pipeline run.
+
+    Parquet parts are written; with a `parent`, its other files (quarantine, borderline pairs) are
+    carried over and its manifest is the starting point (new counts, `parent`, and `change`: what was
+    applied and from where). The version id hashes the parent version, the change and the files, so
+    the same decisions applied to the same parent give the same version.
+    """
+    parent_manifest = json.loads((parent / "manifest.json").read_text()) if parent else {"name": name, "counts": {}}
+    tmp = base / ".writing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    for part, df in parts.items():
+        df.write_parquet(tmp / f"{part}.parquet", statistics=False)
+        files[part] = _sha(tmp / f"{part}.parquet")
+    for extra in ("quarantine.jsonl", "borderline_pairs.parquet"):
+        if parent and (parent / extra).exists():
+            shutil.copyfile(parent / extra, tmp / extra)
+            files[extra.split(".")[0]] = _sha(tmp / extra)
+    parent_version = parent_manifest.get("version")
+    blob = json.dumps({"parent": parent_version, "change": change, "files": files}, sort_keys=True, default=str)
+    version = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    counts = {k: parts[k].height for k in parts} | {"quarantined": parent_manifest["counts"].get("quarantined", 0)}
+    manifest = {**parent_manifest, "version": version, "parent": parent_version, "change": change,
+                "counts": counts, "files_sha256": files,
+                "excluded_reasons": dict(parts["excluded"].group_by("reason").len().sort("reason").iter_rows())}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    title = f"# {manifest['name']} {version}" + (f" (from {parent_version})" if parent_version else "")
+    lines = [title, "", "change:", "", "```json", json.dumps(change, indent=2, sort_keys=True, default=str), "```",
+             "", "| output | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
+    (tmp / "funnel.md").write_text("\n".join(lines) + "\n")
+    return publish(base, tmp, version)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sftloop import datasets
 from sftloop.schema import ChatRecord, frame_to_records
 from train.config import TrainConfig
 from train.masking import MaskingError, encode
@@ -20,13 +21,10 @@ class DataError(ValueError):
 
 
 def resolve_version(spec: str, root: Path) -> Path:
-    p = Path(spec)
-    p = p if p.is_absolute() else root / p
-    if (p / "LATEST").exists():
-        p = p / (p / "LATEST").read_text().strip()
-    if not (p / "manifest.json").exists():
-        raise DataError(f"{p} is not a dataset version (no manifest.json); run `just curate` first")
-    return p
+    try:
+        return datasets.resolve_version(spec, root)
+    except datasets.DatasetNotFound as e:
+        raise DataError(str(e)) from None
 
 
 def check_manifest(manifest: dict, cfg: TrainConfig, tok) -> None:

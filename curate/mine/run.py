@@ -23,16 +23,14 @@ from curate.mine import detect as D
 from curate.mine import understand as U
 from curate.mine.logs import read_logs, select_week
 from curate.mine.redact import redact
+from sftloop.datasets import resolve_version
 
 
 def reference_prompts(reference: Path | None) -> list[str]:
     """First user turns of a dataset version's train split (the training distribution of prod)."""
     if reference is None:
         return []
-    p = reference / "train.parquet"
-    if (reference / "LATEST").exists():
-        p = reference / (reference / "LATEST").read_text().strip() / "train.parquet"
-    df = pl.read_parquet(p)
+    df = pl.read_parquet(resolve_version(reference, Path.cwd()) / "train.parquet")
     return [next((m["content"] for m in msgs if m["role"] == "user"), "") for msgs in df["messages"].to_list()]
 
 

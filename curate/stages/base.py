@@ -23,6 +23,7 @@ class Context:
     embedding_model: str = "minilm-l6-v2"
     progress: bool = True
     reports: dict[str, Any] = field(default_factory=dict)
+    borderline: list[pl.DataFrame] = field(default_factory=list)  # near-dup pairs near a threshold, for review
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def tokenizer_obj(self):
@@ -40,6 +41,18 @@ class Context:
 
             self._cache["emb"] = Embedder(self.embedding_model, progress=self.progress)
         return self._cache["emb"]
+
+
+BORDERLINE_SCHEMA = {"id_a": pl.String, "id_b": pl.String, "similarity": pl.Float64, "method": pl.String,
+                     "threshold": pl.Float64}
+
+
+def borderline_pairs(ids, pairs, sims, method: str, threshold: float, margin: float) -> pl.DataFrame:
+    """Pairs whose similarity is within `margin` of `threshold` (both sides): what a reviewer labels."""
+    rows = [(str(ids[i]), str(ids[j]), float(s)) for (i, j), s in zip(pairs, sims) if abs(float(s) - threshold) <= margin]
+    rows = [(min(a, b), max(a, b), s) for a, b, s in rows]
+    df = pl.DataFrame(rows, schema={"id_a": pl.String, "id_b": pl.String, "similarity": pl.Float64}, orient="row")
+    return df.with_columns(method=pl.lit(method), threshold=pl.lit(float(threshold))).select(list(BORDERLINE_SCHEMA))
 
 
 @dataclass

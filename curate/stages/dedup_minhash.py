@@ -10,7 +10,7 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.minhash import near_duplicate_edges
-from curate.stages.base import Context, StageConfig, StageResult
+from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs
 from curate.text import contents, jaccard_sorted
 
 
@@ -27,19 +27,26 @@ class MinHashDedup(StageConfig):
     ngram: int = Field(5, ge=1, le=20)
     keep: Literal["longest_assistant", "quality"] = "longest_assistant"
     seed: int = 1
+    borderline_margin: float = Field(0.05, ge=0, lt=0.5)  # pairs within this of threshold go to the review queue
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         if df.height < 2:
             return StageResult.split(df, None)
         texts = df.select(t=contents(None))["t"]
-        edges, sims, sets = near_duplicate_edges(texts, self.threshold, self.num_perm, self.ngram, self.seed, ctx.progress)
+        edges, sims, sets = near_duplicate_edges(texts, self.threshold, self.num_perm, self.ngram, self.seed, ctx.progress,
+                                                 floor=self.threshold - self.borderline_margin)
+        ids = df["id"].to_numpy()
+        if self.borderline_margin > 0:
+            ctx.borderline.append(borderline_pairs(ids, edges.tolist(), sims.tolist(), "minhash", self.threshold,
+                                                   self.borderline_margin))
+        above = sims >= self.threshold
+        edges, sims = edges[above], sims[above]
         if self.keep == "quality" and "quality" in df.columns:
             rank = df["quality"].fill_null(0).to_numpy().astype(float)
         else:
             rank = df.select(contents(("assistant",)).str.len_chars())[:, 0].to_numpy().astype(float)
         rep = cluster_by_centers(df.height, edges, rank,
                                  lambda i, j: jaccard_sorted(sets[i], sets[j]) >= self.threshold)
-        ids = df["id"].to_numpy()
         ctx.reports[self.name] = {"candidate_edges_verified": int(len(edges)),
                                   "clusters_with_duplicates": int(len(np.unique(rep[rep != np.arange(len(rep))])))}
         tagged = df.with_columns(_rep=pl.Series(ids[rep], dtype=pl.String),

@@ -1,0 +1,90 @@
+"""Push review queues to Argilla: sample QA, borderline near-duplicate pairs, mined failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from curate.review import queues as Q
+from curate.review.client import Endpoint, ReviewError, connect, workspace
+from curate.review.sample import stratified_sample
+
+
+def dataset_for(client, ep: Endpoint, queue: str, create: bool = True):
+    """The queue's Argilla dataset in our workspace, created with its settings when missing."""
+    import argilla as rg
+
+    ws = workspace(client, ep)
+    ds = client.datasets(name=queue, workspace=ws)
+    if ds is None:
+        if not create:
+            raise ReviewError(f"review: queue {queue!r} does not exist in workspace {ep.workspace!r} at {ep.url}; push it first")
+        ds = rg.Dataset(name=queue, workspace=ws, settings=Q.settings_for(queue), client=client).create()
+    return ds
+
+
+def existing_ids(ds) -> set[str]:
+    return {str(r.id) for r in ds.records(with_responses=False, with_suggestions=False)}
+
+
+def _log(ds, records: list) -> int:
+    if records:
+        ds.records.log(records, batch_size=256)
+    return len(records)
+
+
+def _version_parts(version_dir: Path) -> tuple[dict, pl.DataFrame]:
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    parts = [pl.read_parquet(version_dir / f"{n}.parquet") for n in ("train", "val", "test")
+             if (version_dir / f"{n}.parquet").exists()]
+    return manifest, pl.concat(parts)
+
+
+def push_sample_qa(ep: Endpoint, version_dir: Path, size: int = 100, seed: int = 0,
+                   judge_scores: Path | None = None) -> dict:
+    """Stratified sample of a version's kept rows → the sample-QA queue (upsert by record id)."""
+    manifest, kept = _version_parts(version_dir)
+    sample = stratified_sample(kept, size, seed)
+    judge = None
+    if judge_scores is not None:  # parquet with id, score (1-5), e.g. from `python -m evaluate grade`
+        js = pl.read_parquet(judge_scores)
+        judge = dict(zip(js["id"].to_list(), js["score"].to_list()))
+    client = connect(ep)
+    ds = dataset_for(client, ep, Q.SAMPLE_QA)
+    recs = [Q.sample_qa_record(r, manifest["name"], manifest["version"], judge) for r in sample.iter_rows(named=True)]
+    n = _log(ds, recs)
+    strata = sample.group_by("source", "length_bucket").len().sort("source", "length_bucket").iter_rows()
+    return {"queue": Q.SAMPLE_QA, "pushed": n, "strata": {f"{s}/{b}": c for s, b, c in strata},
+            "dataset": manifest["name"], "version": manifest["version"]}
+
+
+def push_near_dups(ep: Endpoint, version_dir: Path, limit: int | None = None) -> dict:
+    """Borderline near-duplicate pairs that curate recorded (borderline_pairs.parquet) → the near-dups queue."""
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    path = version_dir / "borderline_pairs.parquet"
+    if not path.exists():
+        raise ReviewError(f"review: {path} missing: curate this dataset with a near-dup stage whose borderline_margin > 0")
+    pairs = pl.read_parquet(path)
+    if limit is not None:  # closest to the threshold first: those are the informative labels
+        pairs = pairs.with_columns(_d=(pl.col("similarity") - pl.col("threshold")).abs()).sort("_d", "id_a", "id_b").head(limit)
+    rows = pl.concat([pl.read_parquet(p).select("id", "messages") for p in sorted(version_dir.glob("*.parquet"))
+                      if p.stem in ("train", "val", "test", "excluded")])
+    by_id = {r["id"]: r for r in rows.unique("id", keep="first").iter_rows(named=True)}
+    client = connect(ep)
+    ds = dataset_for(client, ep, Q.NEAR_DUPS)
+    recs = [Q.near_dup_record(p, by_id[p["id_a"]], by_id[p["id_b"]], manifest["name"], manifest["version"])
+            for p in pairs.iter_rows(named=True) if p["id_a"] in by_id and p["id_b"] in by_id]
+    return {"queue": Q.NEAR_DUPS, "pushed": _log(ds, recs), "dataset": manifest["name"], "version": manifest["version"]}
+
+
+def push_failures(ep: Endpoint, failures: pl.DataFrame) -> dict:
+    """Mined failures (rows with id, messages, response, reasons, week, cluster, priority) → the failures
+    queue; ids the queue already holds are skipped, so a rerun of a week adds nothing twice."""
+    client = connect(ep)
+    ds = dataset_for(client, ep, Q.FAILURES)
+    have = existing_ids(ds)
+    new = [r for r in failures.iter_rows(named=True) if r["id"] not in have]
+    return {"queue": Q.FAILURES, "pushed": _log(ds, [Q.failure_record(r) for r in new]),
+            "already_queued": failures.height - len(new)}
