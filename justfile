@@ -52,6 +52,18 @@ gate CANDIDATE="candidate" PROD="prod" *ARGS: setup
 golden-freeze NOTE="": setup
     {{py}} -m evaluate golden-freeze --note "{{NOTE}}"
 
+# local Argilla for review: Redis + argilla-server (sql search engine) + worker on 127.0.0.1; Ctrl-C stops
+review-server *ARGS: setup
+    {{py}} -m curate.review server {{ARGS}}
+
+# push a review queue: sample-qa [DATASET] | near-dups [DATASET] | failures REPORT_DIR
+review-push QUEUE *ARGS: setup
+    {{py}} -m curate.review push {{QUEUE}} {{ARGS}}
+
+# apply a queue's submitted responses: sample-qa -> new dataset version, near-dups -> labels, failures -> mined records
+review-pull QUEUE *ARGS: setup
+    {{py}} -m curate.review pull {{QUEUE}} {{ARGS}}
+
 # mine one ISO week of production logs (default: the last full week): reports/mine-<week>/
 mine LOGS *ARGS: setup
     {{py}} -m curate.mine run "{{LOGS}}" {{ARGS}}

@@ -30,14 +30,29 @@ else
   echo "setup: $VENV up to date"
 fi
 
-# Debian chromium renders the gate report in a test (headless); installed when missing and we may.
-if ! command -v chromium >/dev/null 2>&1; then
+# argilla-server (review queues) pins versions that do not belong in .venv: its own venv, stamped.
+AVENV=.venv-argilla
+astamp="$AVENV/.sftloop-installed"
+awant="argilla-server==2.8.0 click<8.2"
+if [ ! -f "$astamp" ] || [ "$(cat "$astamp")" != "$awant" ]; then
+  echo "setup: installing $awant into $AVENV"
+  [ -x "$AVENV/bin/python" ] || "$PY" -m venv "$AVENV"
+  "$AVENV/bin/python" -m pip install -q --disable-pip-version-check argilla-server==2.8.0 'click<8.2' 2>&1 | grep -v '^WARNING: Location' || true
+  "$AVENV/bin/python" -c "import argilla_server" || { echo "setup: argilla-server install failed" >&2; exit 1; }
+  echo "$awant" > "$astamp"
+fi
+
+# Debian packages: redis-server (Argilla's queue) and chromium (headless UI/report tests).
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian chromium (headless report test)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup: could not install chromium; tests/evaluate/test_gate.py::test_report_renders_in_headless_chromium will fail" >&2
+    echo "setup: installing Debian ${need[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null) \
+      || echo "setup: could not install ${need[*]}; the review and report tests need them" >&2
   else
-    echo "setup: chromium not found; install Debian's chromium for the report test" >&2
+    echo "setup: missing ${need[*]}; install them from Debian (the review and report tests need them)" >&2
   fi
 fi
 

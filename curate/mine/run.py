@@ -30,7 +30,8 @@ def reference_prompts(reference: Path | None) -> list[str]:
     """First user turns of a dataset version's train split (the training distribution of prod)."""
     if reference is None:
         return []
-    df = pl.read_parquet(resolve_version(reference, Path.cwd()) / "train.parquet")
+    vdir = reference if (reference / "train.parquet").exists() else resolve_version(reference, Path.cwd())
+    df = pl.read_parquet(vdir / "train.parquet")
     return [next((m["content"] for m in msgs if m["role"] == "user"), "") for msgs in df["messages"].to_list()]
 
 

@@ -216,7 +216,8 @@ def pull_failures(ep: Endpoint, root: Path, weight: float = 3.0, dataset: str = 
             continue
         user, text = fixes[0]
         week = d.metadata.get("week", "unknown")
-        msgs = [{"role": m["role"], "content": m["content"]} for m in d.fields["prompt"]] + [{"role": "assistant", "content": text}]
+        prompt = [m if isinstance(m, dict) else {"role": m.role, "content": m.content} for m in d.fields["prompt"]]
+        msgs = [{"role": m["role"], "content": m["content"]} for m in prompt] + [{"role": "assistant", "content": text}]
         meta = {"review": {"queue": Q.FAILURES, "corrected_by": user, "original_answer": d.fields.get("bad_answer"),
                            "reasons": d.metadata.get("reasons"), "log_record_id": d.record_id}}
         from sftloop.schema import content_id

@@ -26,8 +26,8 @@ def _tokens(row_meta: str | None, messages: list[dict]) -> int:
 
 def stratified_sample(df: pl.DataFrame, size: int, seed: int = 0) -> pl.DataFrame:
     """`size` rows, allocated to (source, length_bucket) strata in proportion to their size (largest
-    remainder), at least one per stratum while `size` allows; inside a stratum the order is a seeded
-    hash of the id, so the same seed gives the same sample."""
+    remainder), at least one per stratum when `size` allows (taken from the largest allocation).
+    Inside a stratum the order is a seeded hash of the id: the same seed gives the same sample."""
     if df.height == 0 or size <= 0:
         return df.head(0).with_columns(length_bucket=pl.lit(None, pl.String))
     buckets = [length_bucket(_tokens(m, msgs)) for m, msgs in zip(df["meta"].to_list(), df["messages"].to_list())]
@@ -36,18 +36,15 @@ def stratified_sample(df: pl.DataFrame, size: int, seed: int = 0) -> pl.DataFram
     strata = df.group_by("source", "length_bucket").len().sort("source", "length_bucket")
     size = min(size, df.height)
     n = strata["len"].to_list()
-    quota = [min(c, 1) if size >= len(n) else 0 for c in n]
-    rest = size - sum(quota)
-    exact = [rest * c / df.height for c in n]
-    add = [min(int(e), c - q) for e, c, q in zip(exact, n, quota)]
-    quota = [q + a for q, a in zip(quota, add)]
-    left = size - sum(quota)
-    order = sorted(range(len(n)), key=lambda k: (-(exact[k] - int(exact[k])), k))
-    while left > 0:  # largest remainders first; strata that are full pass their share on
-        for k in order:
-            if left and quota[k] < n[k]:
-                quota[k] += 1
-                left -= 1
+    exact = [size * c / df.height for c in n]
+    quota = [int(e) for e in exact]
+    for k in sorted(range(len(n)), key=lambda k: (-(exact[k] - quota[k]), k))[: size - sum(quota)]:
+        quota[k] += 1  # largest remainders; never above the stratum's size since exact <= n
+    if size >= len(n):  # every stratum seen at least once: take from the largest allocations
+        for k in [k for k in range(len(n)) if quota[k] == 0]:
+            donor = max(range(len(n)), key=lambda d: (quota[d], -d))
+            quota[donor] -= 1
+            quota[k] += 1
     quotas = strata.with_columns(_quota=pl.Series(quota)).select("source", "length_bucket", "_quota")
     out = (df.join(quotas, on=["source", "length_bucket"]).sort("_order")
            .filter(pl.int_range(pl.len()).over("source", "length_bucket") < pl.col("_quota")))

@@ -1,6 +1,6 @@
 import json
 
-from conftest import frame
+from curate_frames import frame
 
 from curate.stages.clean import Clean, fix_roles
 

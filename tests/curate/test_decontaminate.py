@@ -1,6 +1,6 @@
 import json
 
-from conftest import frame
+from curate_frames import frame
 
 from curate import evalsets
 from curate.stages.decontaminate import Decontaminate

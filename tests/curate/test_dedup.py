@@ -1,6 +1,6 @@
 import numpy as np
 import polars as pl
-from conftest import frame
+from curate_frames import frame
 
 from curate.cluster import cluster_by_centers
 from curate.minhash import near_duplicate_edges

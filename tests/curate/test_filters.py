@@ -1,4 +1,4 @@
-from conftest import frame
+from curate_frames import frame
 
 from curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated, truncation_reason
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from train_helpers import write_train_config
+
 FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 
 
@@ -44,19 +46,6 @@ def tiny_root(tmp_path_factory):
     """))
     assert main(["run", str(root / "c.toml"), "--root", str(root), "--quiet"]) == 0
     return root
-
-
-def write_train_config(root: Path, name: str = "tiny", **over) -> Path:
-    cfg = {"name": name, "dataset": "data/datasets/tiny", "max_len": 256, "max_steps": 6, "grad_accum": 1,
-           "per_device_batch": 1, "logging_steps": 1, "eval_steps": 3, "save_steps": 3, "monitor_every": 2,
-           "learning_rate": 1e-3, "warmup_ratio": 0.0, "max_eval_samples": 4, "report_to": [], "seed": 0,
-           "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
-    cfg.update(over)
-    import tomli_w
-
-    p = root / f"{name}.toml"
-    p.write_text(tomli_w.dumps(cfg))
-    return p
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from train.config import load_config
 from train.data import DataError, check_manifest
 
 
-from conftest import write_train_config
+from train_helpers import write_train_config
 
 
 def test_short_run_writes_adapter_report_and_registers_candidate(tiny_root, tiny_run):

@@ -37,6 +37,7 @@ def check() -> None:
     print(json.dumps({
         "abstract": sorted(SearchEngine.__abstractmethods__),
         "implemented": sorted(sql_search.IMPLEMENTED),
+        "defined_on_class": sorted(n for n in sql_search.IMPLEMENTED if n in sql_search.SQLSearchEngine.__dict__),
         "registered": sorted(SearchEngine.registered_classes),
     }))
 

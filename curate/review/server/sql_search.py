@@ -331,8 +331,8 @@ class SQLSearchEngine(SearchEngine):
             hits.append(doc)
         if sort:
             hits = _sorted(hits, sort)
-        elif user_id:
-            hits.sort(key=lambda d: _user_shuffle_key(user_id, d.record))
+        elif user_id:  # relevance first (all 1.0 without a text query), then the user's own stable order
+            hits.sort(key=lambda d: (-d.score, _user_shuffle_key(user_id, d.record)))
         elif query is not None:
             hits.sort(key=lambda d: -d.score)
         page = hits[offset : offset + limit]
@@ -385,8 +385,11 @@ class SQLSearchEngine(SearchEngine):
         return cls(min=min(values) if values else None, max=max(values) if values else None)
 
 
-IMPLEMENTED = frozenset(
-    name
-    for name in SearchEngine.__abstractmethods__ | {"configure_index_vectors"}
-    if name in SQLSearchEngine.__dict__
-)
+# Written out by hand on purpose: tests compare it with `SearchEngine.__abstractmethods__`, so an
+# argilla-server upgrade that adds or renames an abstract method fails loudly instead of at runtime.
+IMPLEMENTED = frozenset({
+    "new_instance", "close", "ping", "info", "create_index", "delete_index", "configure_metadata_property",
+    "index_records", "partial_record_update", "delete_records", "update_record_response", "delete_record_response",
+    "update_record_suggestion", "delete_record_suggestion", "get_dataset_progress", "get_dataset_user_progress",
+    "search", "compute_metrics_for", "similarity_search",
+})
