@@ -1,4 +1,4 @@
-"""`python -m evaluate gate CANDIDATE PROD [--profile demo|full]`, `python -m evaluate golden-freeze`."""
+"""`python -m evaluate gate|grade|generate|golden-freeze` (see docs/gate.md)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,44 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--config", default=None)
     g.add_argument("--root", default=None)
     g.add_argument("--reports", default="reports")
+    gr = sub.add_parser("grade", help="single-answer judge grades (1-5) for a file of conversations")
+    gr.add_argument("input", help="Parquet/JSONL: id + messages (last turn = the answer) or prompt + response")
+    gr.add_argument("output", help="Parquet: id, score, aspects, hallucination_p, graded")
+    gr.add_argument("--judge", default="base", help="registry entry of the judge (default: base)")
+    gr.add_argument("--root", default=None)
+    ge = sub.add_parser("generate", help="a model's answers to a file of conversations")
+    ge.add_argument("input", help="Parquet/JSONL: id + messages (ending with the user turn)")
+    ge.add_argument("output", help="Parquet: id, response, model")
+    ge.add_argument("--model", default="prod", help="registry entry (default: prod)")
+    ge.add_argument("--max-new-tokens", type=int, default=128)
+    ge.add_argument("--root", default=None)
     f = sub.add_parser("golden-freeze", help="record the golden set's sha256 as a new version")
     f.add_argument("--note", default="")
     f.add_argument("--root", default=None)
     a = ap.parse_args(argv)
     root = Path(a.root) if a.root else repo_root()
+    if a.cmd == "grade":
+        from evaluate.backends import BackendError
+        from evaluate.file_tasks import grade_file
+
+        try:
+            res = grade_file(Path(a.input), Path(a.output), a.judge, root, root / "models.toml")
+        except (ValueError, BackendError, KeyError, FileNotFoundError) as e:
+            print(f"grade: {e}", file=sys.stderr)
+            return 2
+        print(f"graded {res['graded'].sum()} of {res.height} rows with {a.judge}: {a.output}")
+        return 0
+    if a.cmd == "generate":
+        from evaluate.backends import BackendError
+        from evaluate.file_tasks import generate_file
+
+        try:
+            res = generate_file(Path(a.input), Path(a.output), a.model, root, root / "models.toml", a.max_new_tokens)
+        except (ValueError, BackendError, KeyError, FileNotFoundError) as e:
+            print(f"generate: {e}", file=sys.stderr)
+            return 2
+        print(f"generated {res.height} answers with {a.model}: {a.output}")
+        return 0
     if a.cmd == "golden-freeze":
         from evaluate.golden import freeze
 

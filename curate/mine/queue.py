@@ -23,11 +23,15 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
         return failures
     sizes = failures.group_by("cluster").len().rename({"len": "_size"})
     df = failures.join(sizes, on="cluster", how="left")
-    msgs = [[{"role": "user", "content": p}] for p in df["prompt"].to_list()]
+    if "messages" in df.columns:  # the whole (redacted) conversation up to the request
+        msgs = [[{"role": m["role"], "content": m["content"]} for m in conv] for conv in df["messages"].to_list()]
+    else:
+        msgs = [[{"role": "user", "content": p}] for p in df["prompt"].to_list()]
     ids = [content_id(m + [{"role": "assistant", "content": r or "(empty)"}]) for m, r in zip(msgs, df["response"].to_list())]
     prio = [float(size) * max((REASON_WEIGHT.get(r, 1.0) for r in reasons), default=1.0)
             for size, reasons in zip(df["_size"].to_list(), df["reasons"].to_list())]
-    df = df.with_columns(id=pl.Series(ids), messages=pl.Series(msgs), priority=pl.Series(prio)).drop("_size")
+    df = df.with_columns(id=pl.Series(ids), messages=pl.Series(msgs, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
+                         priority=pl.Series(prio)).drop("_size")
     df = df.unique("id", keep="first", maintain_order=True)
     if embedder is None:
         from curate.embed import Embedder

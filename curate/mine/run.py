@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from curate.language import detect_languages
 from curate.mine import detect as D
 from curate.mine import understand as U
 from curate.mine.logs import read_logs, select_week
@@ -36,7 +37,10 @@ def reference_prompts(reference: Path | None) -> list[str]:
 
 
 def run(logs: str, out_root: Path, week: str | None = None, reference: Path | None = None,
-        embedder=None, progress: bool = False) -> Path:
+        embedder=None, progress: bool = False, judge: str | None = None, judge_sample: int | None = None,
+        judge_threshold: float = 2.5, root: Path | None = None) -> Path:
+    """`judge`: a registry entry graded through `python -m evaluate grade` (all rows of the week, or a
+    seeded sample of `judge_sample`); a score below `judge_threshold` (1-5) adds `soft:judge_low`."""
     rows, stats = read_logs(logs, out_root / ".mine-quarantine.jsonl")
     week, sel = select_week(rows, week)
     out = out_root / f"mine-{week}"
@@ -45,15 +49,23 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     pii: Counter = Counter()
     recs = []
     for r in sel:
-        prompt = r.conversation()[-1]["content"]
-        p_red, c1 = redact(prompt)
+        conv = []
+        for m in r.conversation():
+            text, c = redact(m["content"])
+            pii.update(c)
+            conv.append({"role": m["role"], "content": text})
         a_red, c2 = redact(r.response)
-        pii.update(c1)
         pii.update(c2)
-        reasons = D.detect(p_red, a_red, r.user_feedback, r.expects_json)
         recs.append({"request_id": r.request_id, "week": week, "timestamp": r.timestamp.isoformat(), "category": r.category,
-                     "prompt": p_red, "response": a_red, "reasons": reasons, "automated_score": r.automated_score,
+                     "model": r.model, "messages": conv, "prompt": conv[-1]["content"], "response": a_red,
+                     "feedback": r.user_feedback, "expects_json": r.expects_json, "automated_score": r.automated_score,
                      "response_words": len(r.response.split())})
+    texts = [x["prompt"] for x in recs] + [x["response"] for x in recs]
+    langs = detect_languages(texts, accurate=True, min_confidence=0.2) if recs else []  # one-liners: see curate/language.py
+    for i, x in enumerate(recs):
+        x["reasons"] = D.detect(x["prompt"], x["response"], x["feedback"], x["expects_json"],
+                                langs[i], langs[len(recs) + i])
+    judge_info = _judge(recs, judge, judge_sample, judge_threshold, root or Path.cwd()) if judge and recs else None
     flagged = [x for x in recs if x["reasons"]]
     if embedder is None:
         from curate.embed import Embedder
@@ -81,6 +93,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
                                                             [len(r.response.split()) for r in prev_week_rows]),
         "judge_trend": U.judge_trend(weekly_means, week) if weekly_means else {"note": "no automated_score in the logs"},
         "per_category": U.per_category([x["category"] for x in recs], [bool(x["reasons"]) for x in recs]),
+        "judge_this_week": judge_info or {"note": "no judge configured (--judge)"},
     }
     reasons = Counter(reason for x in flagged for reason in x["reasons"])
     clusters = Counter(x["cluster"] for x in flagged)
@@ -93,6 +106,29 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
                "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()}}
     _write_reports(out, summary, drift)
     return out
+
+
+def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, root: Path) -> dict:
+    """Grade (a seeded sample of) this week's exchanges with the judge; mark low scores as failures."""
+    import hashlib
+
+    from curate.model_calls import judge_scores
+
+    order = sorted(range(len(recs)), key=lambda i: hashlib.sha256(recs[i]["request_id"].encode()).hexdigest())
+    chosen = order[:sample] if sample else order
+    rows = pl.DataFrame({"id": [recs[i]["request_id"] for i in chosen],
+                         "messages": [recs[i]["messages"] + [{"role": "assistant", "content": recs[i]["response"] or "(empty)"}]
+                                      for i in chosen]})
+    scores = judge_scores(rows, judge, root)
+    by_id = {r["id"]: r["score"] for r in scores.iter_rows(named=True) if r["graded"]}
+    for x in recs:
+        x["judge_score"] = by_id.get(x["request_id"])
+        if x["judge_score"] is not None and x["judge_score"] < threshold:
+            x["reasons"].append("soft:judge_low")
+    vals = list(by_id.values())
+    return {"judge": judge, "graded": len(vals), "of": len(recs), "threshold": threshold,
+            "mean_score": round(float(np.mean(vals)), 4) if vals else None,
+            "below_threshold": sum(v < threshold for v in vals), "ungraded": len(chosen) - len(vals)}
 
 
 def _chart(counter: dict, title: str) -> str:

@@ -8,8 +8,9 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
+from curate.language import detect_languages
 from curate.stages.base import Context, StageConfig, StageResult
-from curate.text import contents, strip_code
+from curate.text import contents
 
 # ---------------------------------------------------------------- minimum words
 
@@ -92,25 +93,8 @@ class Language(StageConfig):
     drop_undetermined: bool = False
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        from lingua import LanguageDetectorBuilder
-
-        detector = ctx._cache.get("lingua")
-        if detector is None:
-            detector = LanguageDetectorBuilder.from_all_languages().with_low_accuracy_mode().build()
-            ctx._cache["lingua"] = detector
         texts = df.select(t=contents(("user", "assistant")))["t"].to_list()
-        prose = [re.sub(r"\s+", " ", strip_code(t))[: self.max_chars] for t in texts]
-        from tqdm import tqdm
-
-        langs = []
-        for i in tqdm(range(0, len(prose), 2000), desc="language", disable=not ctx.progress, unit="chunk"):
-            langs.extend(detector.detect_languages_in_parallel_of(prose[i:i + 2000]))
-        codes = []
-        for text, lang in zip(prose, langs):
-            if lang is None or len(text.strip()) < self.min_chars:
-                codes.append("und")
-            else:
-                codes.append(lang.iso_code_639_1.name.lower())
+        codes = detect_languages(texts, self.min_chars, self.max_chars, ctx.progress)
         df = df.with_columns(lang=pl.Series(codes, dtype=pl.String))
         allowed = pl.col("lang").is_in(self.allowed)
         if not self.drop_undetermined:

@@ -1,0 +1,91 @@
+"""File in, file out: how other packages use the gate's models without importing `evaluate`.
+
+`python -m evaluate grade IN OUT --judge NAME`: single-answer grades for a file of conversations.
+`python -m evaluate generate IN OUT --model NAME`: the model's answers to a file of conversations.
+curate's review queues and failure mining call these as subprocesses and read the output file.
+
+grade: IN is Parquet or JSONL
+with `id` and either `messages` (the conversation, last turn the assistant answer) or `prompt` +
+`response`; an optional `reference` column gives a reference answer. OUT is Parquet with `id`,
+`score` (1-5: mean of correctness, completeness and format), the three aspects, `hallucination_p`
+and `graded` (False where the judge gave no usable output: those rows carry no score). Calls go
+through the gate's SQLite cache, so regrading the same rows costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from evaluate.backends import Cache, backend_for
+from evaluate.judge import grade
+
+NO_REFERENCE = "(no reference answer is available: judge the answer on its own merits)"
+
+
+def _read(path: Path) -> pl.DataFrame:
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    return pl.read_ndjson(path)
+
+
+def split_rows(df: pl.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """(question, answer, reference) per row; the question is the conversation before the answer."""
+    questions, answers, refs = [], [], []
+    has_ref = "reference" in df.columns
+    for i, r in enumerate(df.iter_rows(named=True)):
+        if r.get("messages"):
+            msgs = r["messages"]
+            if msgs[-1]["role"] != "assistant":
+                raise ValueError(f"row {i + 1} (id {r.get('id')}): field messages: the last turn must be the assistant answer")
+            ctx = msgs[:-1]
+            q = ctx[-1]["content"] if len(ctx) == 1 else "\n".join(f"[{m['role']}] {m['content']}" for m in ctx)
+            questions.append(q)
+            answers.append(msgs[-1]["content"])
+        elif r.get("prompt") is not None and r.get("response") is not None:
+            questions.append(r["prompt"])
+            answers.append(r["response"])
+        else:
+            raise ValueError(f"row {i + 1} (id {r.get('id')}): needs field messages, or prompt and response")
+        refs.append((r.get("reference") if has_ref else None) or NO_REFERENCE)
+    return questions, answers, refs
+
+
+def grade_file(src: Path, out: Path, judge: str, root: Path, registry_path: Path | None = None) -> pl.DataFrame:
+    df = _read(src)
+    if "id" not in df.columns:
+        raise ValueError(f"{src}: field id missing")
+    q, a, r = split_rows(df)
+    backend = backend_for(judge, root, Cache(), registry_path)
+    grades = grade(backend, q, a, r)
+    rows = []
+    for rid, g in zip(df["id"].to_list(), grades):
+        if g is None:
+            rows.append({"id": rid, "graded": False})
+            continue
+        rows.append({"id": rid, "graded": True, "correctness": g.correctness, "completeness": g.completeness,
+                     "format_compliance": g.format_compliance, "hallucination_p": g.hallucination_p,
+                     "score": (g.correctness + g.completeness + g.format_compliance) / 3})
+    res = pl.DataFrame(rows, schema={"id": pl.String, "graded": pl.Boolean, "correctness": pl.Float64,
+                                     "completeness": pl.Float64, "format_compliance": pl.Float64,
+                                     "hallucination_p": pl.Float64, "score": pl.Float64})
+    res = res.with_columns(judge=pl.lit(judge))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res.write_parquet(out)
+    return res
+
+
+def generate_file(src: Path, out: Path, model: str, root: Path, registry_path: Path | None = None,
+                  max_new_tokens: int = 128) -> pl.DataFrame:
+    """IN: `id` + `messages` (ending with the user turn to answer). OUT: `id`, `response`, `model`."""
+    df = _read(src)
+    for col in ("id", "messages"):
+        if col not in df.columns:
+            raise ValueError(f"{src}: field {col} missing")
+    convs = [[{"role": m["role"], "content": m["content"]} for m in msgs] for msgs in df["messages"].to_list()]
+    answers = backend_for(model, root, Cache(), registry_path).chat(convs, max_new_tokens)
+    res = pl.DataFrame({"id": df["id"], "response": answers}).with_columns(model=pl.lit(model))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res.write_parquet(out)
+    return res
