@@ -33,7 +33,7 @@ class FieldError(ValueError):
 @dataclass
 class SourceConfig:
     name: str
-    format: str  # sharegpt | messages | alpaca | bitext | multiwoz
+    format: str  # sharegpt | messages | records | alpaca | bitext | multiwoz
     path: str  # file path, glob, or "asset:<name>"
     limit: int | None = None
     pairs: bool = False
@@ -42,8 +42,15 @@ class SourceConfig:
 
 
 def resolve_paths(spec: str) -> list[Path]:
+    """A file, a glob, `asset:<name>`, or `dataset:<dataset dir>[:split]` (its LATEST version's split,
+    default `train`: how reviewed/mined records come back into a curation run)."""
     if spec.startswith("asset:"):
         return [assets.path(spec.removeprefix("asset:"))]
+    if spec.startswith("dataset:"):
+        from sftloop.datasets import resolve_version
+
+        where, _, split = spec.removeprefix("dataset:").partition(":")
+        return [resolve_version(where, Path.cwd()) / f"{split or 'train'}.parquet"]
     paths = sorted(Path(p) for p in glob.glob(spec))
     if not paths:
         raise FileNotFoundError(f"source path {spec!r} matches no file")
@@ -91,6 +98,19 @@ def parse_messages(obj: Any, src: SourceConfig) -> ChatRecord:
     return _record(obj["messages"], src, meta)
 
 
+def parse_records(obj: Any, src: SourceConfig) -> ChatRecord:
+    """Rows already in the chat-record contract (a dataset version's split): id, source and weight are
+    kept (mined corrections stay `mined:<week>` with their weight); meta may be a JSON string."""
+    if not isinstance(obj, dict) or "messages" not in obj:
+        raise FieldError("messages", "missing")
+    meta = obj.get("meta") or {}
+    if isinstance(meta, str):
+        meta = json.loads(meta) if meta else {}
+    return ChatRecord.model_validate({"id": obj.get("id") or "", "messages": obj["messages"],
+                                      "source": obj.get("source") or src.name, "meta": meta,
+                                      "weight": obj.get("weight") or src.weight})
+
+
 def parse_alpaca(obj: Any, src: SourceConfig) -> ChatRecord:
     for k in ("instruction", "output"):
         if not isinstance(obj.get(k), str):
@@ -128,6 +148,7 @@ def parse_multiwoz(obj: Any, src: SourceConfig) -> ChatRecord:
 PARSERS: dict[str, Callable[[Any, SourceConfig], ChatRecord]] = {
     "sharegpt": parse_sharegpt,
     "messages": parse_messages,
+    "records": parse_records,
     "alpaca": parse_alpaca,
     "bitext": parse_bitext,
     "multiwoz": parse_multiwoz,

@@ -1,11 +1,21 @@
-"""`python -m curate.mine run LOGS [--week 2026-W47] [--reference DATASET]`."""
+"""`python -m curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME] [--no-push]`,
+`python -m curate.mine demo-logs` (see docs/mine.md).
+
+`run` writes reports/mine-<week>/ and then pushes the week's failures to the Argilla failures queue
+(deduplicated, prioritised). Exit 0: done; 2: the logs could not be read, the judge failed, or the
+queue could not be reached (the report is still written, so the scheduled job goes red with it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from sftloop.settings import offline_env, repo_root
+
+DEMO_LOGS = "data/logs/demo/*.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,16 +23,65 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m curate.mine")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="mine one ISO week of production logs")
-    r.add_argument("logs", help="a glob of JSONL/Parquet log files")
+    r.add_argument("logs", nargs="?", default=DEMO_LOGS, help=f"a glob of JSONL/Parquet log files (default {DEMO_LOGS})")
     r.add_argument("--week", default=None, help="e.g. 2026-W47 (default: the last full week in the logs)")
     r.add_argument("--reference", default=None, help="dataset dir (or version) prod was trained on, for drift")
     r.add_argument("--reports", default="reports")
+    r.add_argument("--judge", default=None, help="registry entry to grade the week's answers (soft failures)")
+    r.add_argument("--judge-sample", type=int, default=None, help="grade a seeded sample of this many rows (default: all)")
+    r.add_argument("--judge-threshold", type=float, default=2.5, help="judge score (1-5) below which a row is a failure")
+    r.add_argument("--no-push", action="store_true", help="do not push failures to the Argilla failures queue")
+    r.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
+    d = sub.add_parser("demo-logs", help="make demo production logs: the prod model answers held-out prompts")
+    d.add_argument("--dataset", default="data/datasets/sharegpt-demo", help="curated dataset whose held-out rows give prompts")
+    d.add_argument("--out", default="data/logs/demo")
+    d.add_argument("--model", default="prod")
+    d.add_argument("--judge", default="base")
+    d.add_argument("--n-chat", type=int, default=48)
+    d.add_argument("--n-support", type=int, default=48)
+    d.add_argument("--weeks", type=int, default=4)
     a = ap.parse_args(argv)
+    root = repo_root()
+    if a.cmd == "demo-logs":
+        from curate.mine.demo_logs import make_demo_logs
+
+        path = make_demo_logs(root, Path(a.dataset), root / a.out, a.model, a.judge, a.n_chat, a.n_support, a.weeks)
+        print(f"demo logs: {path}")
+        return 0
+
+    from curate.model_calls import ModelCallError
     from curate.mine.run import run
 
-    out = run(a.logs, repo_root() / a.reports, a.week, Path(a.reference) if a.reference else None, progress=True)
+    reference = Path(a.reference) if a.reference else None
+    if reference is None and a.logs == DEMO_LOGS and (root / "data/datasets/sharegpt-demo").exists():
+        reference = root / "data/datasets/sharegpt-demo"
+    logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
+    try:
+        out = run(logs, root / a.reports, a.week, reference, progress=True, judge=a.judge,
+                  judge_sample=a.judge_sample, judge_threshold=a.judge_threshold, root=root)
+    except (FileNotFoundError, ModelCallError) as e:
+        print(f"mine: {e}", file=sys.stderr)
+        return 2
     print((out / "report.md").read_text())
     print(f"mining report: {out}")
+    if a.no_push:
+        return 0
+    import polars as pl
+
+    from curate.mine.queue import failures_for_review
+    from curate.review.client import Endpoint, ReviewError
+    from curate.review.push import push_failures
+
+    failures = pl.read_parquet(out / "failures.parquet")
+    if failures.height == 0:
+        print("no failures this week: nothing to push")
+        return 0
+    try:
+        res = push_failures(Endpoint.from_env(a.url), failures_for_review(failures))
+    except ReviewError as e:
+        print(f"{e}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
+        return 2
+    print(json.dumps(res))
     return 0
 
 

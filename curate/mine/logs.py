@@ -30,6 +30,7 @@ class LogRow(BaseModel):
     automated_score: float | None = None
     expects_json: bool = False
     category: str | None = None
+    feedback_simulated: bool = False  # demo logs: feedback made from the judge score plus noise
 
     @model_validator(mode="after")
     def _conversation(self) -> "LogRow":

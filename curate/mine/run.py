@@ -101,7 +101,8 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
                              for x in flagged]) if flagged else pl.DataFrame()
     failures.write_parquet(out / "failures.parquet")
     (out / "drift.json").write_text(json.dumps(drift, indent=2, default=str))
-    summary = {"week": week, "rows_in_logs": sum(s.rows_in for s in stats), "quarantined": sum(s.rows_quarantined for s in stats),
+    simulated = sum(1 for r in sel if r.feedback_simulated and r.user_feedback)
+    summary = {"week": week, "simulated_feedback": simulated, "rows_in_logs": sum(s.rows_in for s in stats), "quarantined": sum(s.rows_quarantined for s in stats),
                "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii), "reasons": dict(reasons),
                "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()}}
     _write_reports(out, summary, drift)
@@ -148,11 +149,35 @@ def _chart(counter: dict, title: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _line_chart(series: dict, title: str, mark: str | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    xs = list(series)
+    ax.plot(xs, [series[x] for x in xs], marker="o", color="#4c78a8")
+    if mark in series:
+        ax.plot([mark], [series[mark]], marker="o", color="#e45756", markersize=10)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def _write_reports(out: Path, summary: dict, drift: dict) -> None:
     lines = [f"# Failure mining {summary['week']}", "",
              f"{summary['rows_this_week']} requests this week ({summary['rows_in_logs']} in the logs, "
              f"{summary['quarantined']} quarantined); {summary['flagged']} flagged.", "",
-             f"PII redacted before anything left the process: {summary['pii_redactions'] or 'none found'}", "",
+             f"PII redacted before anything left the process: {summary['pii_redactions'] or 'none found'}", ""]
+    if summary["simulated_feedback"]:
+        lines += [f"**Note: the user feedback of {summary['simulated_feedback']} rows is SIMULATED** (demo logs: made "
+                  "from the judge score plus noise), not given by real users.", ""]
+    lines += [
              "| reason | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in summary["reasons"].items()]
     lines += ["", "| cluster | size | terms |", "|---:|---:|---|"] + [
         f"| {c} | {v['size']} | {', '.join(v['terms'])} |" for c, v in summary["clusters"].items()]
@@ -164,9 +189,21 @@ def _write_reports(out: Path, summary: dict, drift: dict) -> None:
     if summary["clusters"]:
         sizes = {f"{c}: {' '.join(v['terms'][:3])}": v["size"] for c, v in summary["clusters"].items()}
         charts += f"<img alt='clusters' src='{_chart(sizes, 'clusters of flagged prompts')}'>"
+    trend = drift.get("judge_trend", {})
+    if trend.get("weekly"):
+        title = "weekly mean automated/judge score" + (" (ALERT: drop > 5%)" if trend.get("alert") else "")
+        charts += f"<img alt='judge trend' src='{_line_chart(trend['weekly'], title, summary['week'])}'>"
+    hist = drift.get("prompts_vs_training", {}).get("nn_cos_histogram")
+    if hist:
+        charts += f"<img alt='drift' src='{_chart(hist, 'prompts by cosine to nearest training prompt')}'>"
+    cats = {k: round(v["failure_rate"], 3) for k, v in drift.get("per_category", {}).items()}
+    if cats:
+        charts += f"<img alt='categories' src='{_chart(cats, 'failure rate by category')}'>"
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>Mining {html.escape(summary['week'])}</title></head>"
         f"<body style='font-family:sans-serif'><h1>Failure mining {html.escape(summary['week'])}</h1>"
-        f"<p>{summary['flagged']} of {summary['rows_this_week']} requests flagged. PII redactions: "
+        + (f"<p><strong>Note: the user feedback of {summary['simulated_feedback']} rows is SIMULATED</strong> "
+           "(demo logs: judge score plus noise).</p>" if summary["simulated_feedback"] else "")
+        + f"<p>{summary['flagged']} of {summary['rows_this_week']} requests flagged. PII redactions: "
         f"{html.escape(json.dumps(summary['pii_redactions']))}</p>{charts}"
         f"<pre>{html.escape(json.dumps(drift, indent=2, default=str))}</pre></body></html>")

@@ -51,7 +51,9 @@ def embedding_drift(week: np.ndarray, train: np.ndarray, far: float = 0.5, block
     best = np.full(len(week), -1.0)
     for j in range(0, len(train), block):
         best = np.maximum(best, (week @ train[j:j + block].T).max(axis=1))
-    return {"n": len(week), "mean_nn_cos": float(best.mean()), "share_far": float((best < far).mean()), "far_threshold": far}
+    hist, edges = np.histogram(best, bins=10, range=(-0.0, 1.0))
+    return {"n": len(week), "mean_nn_cos": float(best.mean()), "share_far": float((best < far).mean()), "far_threshold": far,
+            "nn_cos_histogram": {f"{edges[i]:.1f}-{edges[i + 1]:.1f}": int(h) for i, h in enumerate(hist)}}
 
 
 def length_shift(this_week: list[int], reference: list[int]) -> dict:
@@ -70,7 +72,7 @@ def judge_trend(weekly_means: dict[str, float], week: str, max_drop: float = 0.0
     base = float(np.mean(prev)) if prev else float("nan")
     drop = (base - cur) / base if prev and base else float("nan")
     return {"week": week, "mean": cur, "previous_mean": base, "relative_drop": drop,
-            "alert": bool(not math.isnan(drop) and drop > max_drop)}
+            "alert": bool(not math.isnan(drop) and drop > max_drop), "weekly": dict(sorted(weekly_means.items()))}
 
 
 def per_category(categories: list[str | None], flagged: list[bool], prev_rates: dict[str, float] | None = None) -> dict:

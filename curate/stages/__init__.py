@@ -11,11 +11,12 @@ from curate.stages.dedup_embed import EmbedDedup
 from curate.stages.dedup_exact import ExactDedup
 from curate.stages.dedup_minhash import MinHashDedup
 from curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated
+from curate.stages.mix import Mix
 
 STAGES = {
     cls.model_fields["type"].default: cls
     for cls in (Clean, MinWords, TokenLimit, Language, Parroting, Truncated, Refusal,
-                ExactDedup, MinHashDedup, EmbedDedup, Decontaminate)
+                ExactDedup, MinHashDedup, EmbedDedup, Decontaminate, Mix)
 }
 
 __all__ = ["STAGES", "Context", "StageResult"]

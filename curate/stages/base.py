@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
@@ -53,6 +54,15 @@ def borderline_pairs(ids, pairs, sims, method: str, threshold: float, margin: fl
     rows = [(min(a, b), max(a, b), s) for a, b, s in rows]
     df = pl.DataFrame(rows, schema={"id_a": pl.String, "id_b": pl.String, "similarity": pl.Float64}, orient="row")
     return df.with_columns(method=pl.lit(method), threshold=pl.lit(float(threshold))).select(list(BORDERLINE_SCHEMA))
+
+
+def keep_rank(df: pl.DataFrame) -> np.ndarray:
+    """Which near-duplicate to keep: higher weight first (reviewed/mined corrections), then the longest
+    assistant content. One rule for every dedup stage."""
+    from curate.text import contents
+
+    alen = df.select(contents(("assistant",)).str.len_chars())[:, 0].to_numpy().astype(float)
+    return df["weight"].to_numpy().astype(float) * 1e12 + alen
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.embed import similar_pairs
-from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs
+from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs, keep_rank
 from curate.text import contents
 
 
@@ -44,7 +44,7 @@ class EmbedDedup(StageConfig):
                                                    "embedding", self.threshold, self.borderline_margin))
         pairs = pairs[pairs[:, 2] >= self.threshold]
         edges = pairs[:, :2].astype(np.int64)
-        rank = df.select(contents(("assistant",)).str.len_chars())[:, 0].to_numpy().astype(float)
+        rank = keep_rank(df)
         rep = cluster_by_centers(df.height, edges, rank, lambda i, j: float(emb[i] @ emb[j]) >= self.threshold)
         dup = rep != np.arange(len(rep))
         ctx.reports[self.name] = {"pairs_above_threshold": int(len(pairs)), "dropped": int(dup.sum())}

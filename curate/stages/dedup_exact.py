@@ -1,6 +1,7 @@
 """Exact duplicates on a normalised hash (lowercase, collapsed whitespace) of the whole
-conversation and/or of the first user turn. The kept row of each group is the one with the
-longest assistant content (ties: input order), so the choice does not depend on file order alone."""
+conversation and/or of the first user turn. The kept row of each group is the one with the highest
+weight (a reviewed or mined correction, weight > 1, wins over the raw row it corrects), then the
+longest assistant content, then input order, so the choice does not depend on file order alone."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class ExactDedup(StageConfig):
         for key in self.keys:
             k = normalise_for_hash(KEYS[key]()).hash(seed=7)
             tagged = cur.with_columns(_k=k, _alen=contents(("assistant",)).str.len_chars())
-            order = tagged.sort(["_alen", "_row"], descending=[True, False])
+            order = tagged.sort(["weight", "_alen", "_row"], descending=[True, True, False])
             rep = order.group_by("_k", maintain_order=True).agg(_rep=pl.col("id").first(), _reprow=pl.col("_row").first())
             tagged = tagged.join(rep, on="_k", how="left", maintain_order="left")
             res = StageResult.split(tagged, pl.when(pl.col("_row") != pl.col("_reprow")).then(pl.lit(f"exact_dup:{key}")),

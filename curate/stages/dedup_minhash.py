@@ -10,7 +10,7 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.minhash import near_duplicate_edges
-from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs
+from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs, keep_rank
 from curate.text import contents, jaccard_sorted
 
 
@@ -44,7 +44,7 @@ class MinHashDedup(StageConfig):
         if self.keep == "quality" and "quality" in df.columns:
             rank = df["quality"].fill_null(0).to_numpy().astype(float)
         else:
-            rank = df.select(contents(("assistant",)).str.len_chars())[:, 0].to_numpy().astype(float)
+            rank = keep_rank(df)
         rep = cluster_by_centers(df.height, edges, rank,
                                  lambda i, j: jaccard_sorted(sets[i], sets[j]) >= self.threshold)
         ctx.reports[self.name] = {"candidate_edges_verified": int(len(edges)),

@@ -1,0 +1,52 @@
+"""Demo logs made by the real prod model (SmolLM2 asset), then a mining run that grades them with the judge."""
+
+import json
+
+import polars as pl
+
+from curate.mine.demo_logs import make_demo_logs
+from curate.mine.logs import LogRow
+from curate.mine.run import run
+from curate.write import write_derived_version
+from sftloop.schema import PARQUET_SCHEMA, content_id
+
+
+def _held_out(root):
+    prompts = ["How do I make a good cup of pour-over coffee at home?", "Write a short poem about the sea at night.",
+               "What is the difference between a list and a tuple in Python?", "Give me three tips for a job interview."]
+    rows = []
+    for p in prompts:
+        msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": "An answer."}]
+        rows.append({"id": content_id(msgs), "messages": msgs, "source": "t", "meta": "{}", "weight": 1.0})
+    val = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
+    ex = val.head(0).with_columns(stage=pl.lit(None, pl.String), reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
+    return write_derived_version(root / "data" / "datasets" / "held", {"train": val, "val": val, "excluded": ex},
+                                 {"step": "test"}, name="held")
+
+
+def test_demo_logs_then_judge_graded_mining(tmp_path):
+    (tmp_path / "models.toml").write_text('[models.base]\nbase_model = "smollm2-135m-instruct"\n'
+                                          '[models.prod]\nbase_model = "smollm2-135m-instruct"\n')
+    _held_out(tmp_path)
+    path = make_demo_logs(tmp_path, tmp_path / "data/datasets/held", tmp_path / "logs", n_chat=3, n_support=6, weeks=2,
+                          max_new_tokens=24)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 9
+    parsed = [LogRow.model_validate(r) for r in rows]  # the documented log schema
+    assert all(r.feedback_simulated for r in parsed) and all(r.response for r in parsed)
+    assert {r.category for r in parsed} >= {"chat"} and sum(r.expects_json for r in parsed) == 2
+    assert any("@example.com" in r.messages[0].content for r in parsed)  # planted PII for the redaction report
+    assert all(0 <= r.automated_score <= 1 for r in parsed)
+    weeks = {r.iso_week for r in parsed}
+    assert weeks <= {"2026-W46", "2026-W47", "2026-W48"}
+
+    out = run(str(path), tmp_path / "reports", week="2026-W47", judge="base", judge_threshold=5.0, root=tmp_path)
+    drift = json.loads((out / "drift.json").read_text())
+    this_week = [r for r in parsed if r.iso_week == "2026-W47"]
+    assert drift["judge_this_week"]["graded"] == len(this_week) > 0
+    fails = pl.read_parquet(out / "failures.parquet")
+    assert fails.height == len(this_week)  # threshold 5.0: every graded answer is a soft failure
+    assert all("soft:judge_low" in r for r in fails["reasons"].to_list())
+    assert b"@example.com" not in (out / "failures.parquet").read_bytes()
+    if any(r.user_feedback for r in this_week):
+        assert "SIMULATED" in (out / "report.md").read_text() and "SIMULATED" in (out / "report.html").read_text()
