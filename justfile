@@ -64,6 +64,10 @@ review-push QUEUE *ARGS: setup
 review-pull QUEUE *ARGS: setup
     {{py}} -m curate.review pull {{QUEUE}} {{ARGS}}
 
-# mine one ISO week of production logs (default: the last full week): reports/mine-<week>/
-mine LOGS *ARGS: setup
-    {{py}} -m curate.mine run "{{LOGS}}" {{ARGS}}
+# demo production logs: the prod model answers held-out prompts, judge-graded, feedback SIMULATED (data/logs/demo/)
+demo-logs *ARGS: setup
+    {{py}} -m curate.mine demo-logs {{ARGS}}
+
+# mine one ISO week of logs (default: demo logs, last full week) -> reports/mine-<week>/ + the Argilla failures queue
+mine *ARGS: setup
+    {{py}} -m curate.mine run {{ARGS}}

@@ -16,6 +16,9 @@ from pathlib import Path
 from sftloop.settings import offline_env, repo_root
 
 DEMO_LOGS = "data/logs/demo/*.jsonl"
+# SmolLM2-135M grades everything between ~1.1 and ~2.3 on the 1-5 scale (measured on the demo logs);
+# 1.5 flags its lowest quarter. A real judge uses the default 2.5.
+DEMO_JUDGE_THRESHOLD = 1.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--reports", default="reports")
     r.add_argument("--judge", default=None, help="registry entry to grade the week's answers (soft failures)")
     r.add_argument("--judge-sample", type=int, default=None, help="grade a seeded sample of this many rows (default: all)")
-    r.add_argument("--judge-threshold", type=float, default=2.5, help="judge score (1-5) below which a row is a failure")
+    r.add_argument("--judge-threshold", type=float, default=None, help="judge score (1-5) below which a row is a failure (2.5)")
     r.add_argument("--no-push", action="store_true", help="do not push failures to the Argilla failures queue")
     r.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
     d = sub.add_parser("demo-logs", help="make demo production logs: the prod model answers held-out prompts")
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--weeks", type=int, default=4)
     a = ap.parse_args(argv)
     root = repo_root()
+    if a.cmd == "run":
+        a.judge_threshold_given = a.judge_threshold is not None
+        a.judge_threshold = 2.5 if a.judge_threshold is None else a.judge_threshold
     if a.cmd == "demo-logs":
         from curate.mine.demo_logs import make_demo_logs
 
@@ -53,12 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     from curate.mine.run import run
 
     reference = Path(a.reference) if a.reference else None
-    if reference is None and a.logs == DEMO_LOGS and (root / "data/datasets/sharegpt-demo").exists():
-        reference = root / "data/datasets/sharegpt-demo"
+    judge, threshold = a.judge, a.judge_threshold
+    if a.logs == DEMO_LOGS:  # the demo: prod's training data as reference, the SmolLM2 judge on its own scale
+        if reference is None and (root / "data/datasets/sharegpt-demo").exists():
+            reference = root / "data/datasets/sharegpt-demo"
+        if judge is None:
+            judge, threshold = "base", (threshold if a.judge_threshold_given else DEMO_JUDGE_THRESHOLD)
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
-        out = run(logs, root / a.reports, a.week, reference, progress=True, judge=a.judge,
-                  judge_sample=a.judge_sample, judge_threshold=a.judge_threshold, root=root)
+        out = run(logs, root / a.reports, a.week, reference, progress=True, judge=judge,
+                  judge_sample=a.judge_sample, judge_threshold=threshold, root=root)
     except (FileNotFoundError, ModelCallError) as e:
         print(f"mine: {e}", file=sys.stderr)
         return 2

@@ -95,7 +95,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
         "per_category": U.per_category([x["category"] for x in recs], [bool(x["reasons"]) for x in recs]),
         "judge_this_week": judge_info or {"note": "no judge configured (--judge)"},
     }
-    reasons = Counter(reason for x in flagged for reason in x["reasons"])
+    reasons = dict(Counter(reason for x in flagged for reason in x["reasons"]).most_common())
     clusters = Counter(x["cluster"] for x in flagged)
     failures = pl.DataFrame([{**x, "reasons": x["reasons"], "cluster": x.get("cluster"), "cluster_terms": x.get("cluster_terms", [])}
                              for x in flagged]) if flagged else pl.DataFrame()
@@ -103,7 +103,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     (out / "drift.json").write_text(json.dumps(drift, indent=2, default=str))
     simulated = sum(1 for r in sel if r.feedback_simulated and r.user_feedback)
     summary = {"week": week, "simulated_feedback": simulated, "rows_in_logs": sum(s.rows_in for s in stats), "quarantined": sum(s.rows_quarantined for s in stats),
-               "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii), "reasons": dict(reasons),
+               "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii), "reasons": reasons,
                "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()}}
     _write_reports(out, summary, drift)
     return out

@@ -38,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=100, help="sample-qa: records to sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="near-dups: at most this many pairs, closest to the threshold first")
-    p.add_argument("--judge-scores", default=None, help="sample-qa: parquet (id, score 1-5) shown as the judge's suggestion")
+    p.add_argument("--judge", default=None, help="sample-qa: registry entry whose grade (1-5) is shown as a suggestion")
+    p.add_argument("--judge-scores", default=None, help="sample-qa: parquet (id, score 1-5) made earlier, instead of --judge")
     q = sub.add_parser("pull", help="apply submitted responses of a queue")
     q.add_argument("queue", choices=["sample-qa", "near-dups", "failures"])
     q.add_argument("--version", default=None, help="sample-qa: the reviewed dataset version (default: the one the records name)")
     q.add_argument("--weight", type=float, default=3.0, help="failures: weight of the corrected records")
     a = ap.parse_args(argv)
 
+    from curate.model_calls import ModelCallError
     from curate.review.client import Endpoint, ReviewError
 
     root = Path(a.root) if a.root else repo_root()
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 except DatasetNotFound as e:
                     raise ReviewError(f"review: {e}") from None
                 if a.queue == "sample-qa":
-                    out = push.push_sample_qa(ep, vdir, a.size, a.seed, Path(a.judge_scores) if a.judge_scores else None)
+                    out = push.push_sample_qa(ep, vdir, a.size, a.seed, Path(a.judge_scores) if a.judge_scores else None,
+                                              a.judge, root)
                 else:
                     out = push.push_near_dups(ep, vdir, a.limit)
             print(json.dumps(out, indent=2))
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2, default=str))
         print(f"written: {path}" if path else "nothing submitted yet: nothing written")
         return 0
-    except ReviewError as e:
+    except (ReviewError, ModelCallError) as e:
         print(str(e), file=sys.stderr)
         return 2
 

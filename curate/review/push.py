@@ -42,22 +42,36 @@ def _version_parts(version_dir: Path) -> tuple[dict, pl.DataFrame]:
     return manifest, pl.concat(parts)
 
 
+def _up_to_last_answer(messages: list[dict]) -> list[dict]:
+    k = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return [{"role": m["role"], "content": m["content"]} for m in messages[: k + 1]]
+
+
 def push_sample_qa(ep: Endpoint, version_dir: Path, size: int = 100, seed: int = 0,
-                   judge_scores: Path | None = None) -> dict:
-    """Stratified sample of a version's kept rows → the sample-QA queue (upsert by record id)."""
+                   judge_scores: Path | None = None, judge: str | None = None, root: Path | None = None) -> dict:
+    """Stratified sample of a version's kept rows → the sample-QA queue (upsert by record id).
+
+    `judge` (a registry entry) grades the sample through `python -m evaluate grade`; `judge_scores`
+    reads grades made earlier (Parquet: id, score). Either becomes the suggestion on *quality*."""
     manifest, kept = _version_parts(version_dir)
     sample = stratified_sample(kept, size, seed)
-    judge = None
-    if judge_scores is not None:  # parquet with id, score (1-5), e.g. from `python -m evaluate grade`
+    scores = None
+    if judge_scores is not None:
         js = pl.read_parquet(judge_scores)
-        judge = dict(zip(js["id"].to_list(), js["score"].to_list()))
-    client = connect(ep)
+        scores = dict(zip(js["id"].to_list(), js["score"].to_list()))
+    client = connect(ep)  # fail before spending minutes on grading
+    if judge is not None:
+        from curate.model_calls import judge_scores as grade
+
+        rows = pl.DataFrame({"id": sample["id"], "messages": [_up_to_last_answer(m) for m in sample["messages"].to_list()]})
+        js = grade(rows, judge, root or Path.cwd())
+        scores = {r["id"]: r["score"] for r in js.iter_rows(named=True) if r["graded"]}
     ds = dataset_for(client, ep, Q.SAMPLE_QA)
-    recs = [Q.sample_qa_record(r, manifest["name"], manifest["version"], judge) for r in sample.iter_rows(named=True)]
+    recs = [Q.sample_qa_record(r, manifest["name"], manifest["version"], scores) for r in sample.iter_rows(named=True)]
     n = _log(ds, recs)
     strata = sample.group_by("source", "length_bucket").len().sort("source", "length_bucket").iter_rows()
     return {"queue": Q.SAMPLE_QA, "pushed": n, "strata": {f"{s}/{b}": c for s, b, c in strata},
-            "dataset": manifest["name"], "version": manifest["version"]}
+            "dataset": manifest["name"], "version": manifest["version"], "judge_suggestions": len(scores or {})}
 
 
 def push_near_dups(ep: Endpoint, version_dir: Path, limit: int | None = None) -> dict:

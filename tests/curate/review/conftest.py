@@ -73,6 +73,7 @@ def curated(tmp_path_factory):
     from curate.__main__ import main
 
     root = tmp_path_factory.mktemp("review-root")
+    (root / "models.toml").write_text('[models.base]\nbase_model = "smollm2-135m-instruct"\n')
     src = root / "chat.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in conversations()) + "\n")
     cfg = root / "c.toml"

@@ -116,3 +116,17 @@ def test_server_down_or_wrong_key_exits_nonzero_and_writes_nothing(argilla, cura
     assert main(["--url", argilla.url, "--root", str(root), "pull", "sample-qa"]) == 2
     assert "refused the API key" in capsys.readouterr().err
     assert sorted(p.name for p in vdir.parent.iterdir()) == before
+
+
+def test_sample_qa_shows_the_judge_grade_as_a_suggestion(endpoint, curated):
+    root, vdir = curated
+    out = push.push_sample_qa(endpoint, vdir, size=3, seed=9, judge="base", root=root)
+    assert out["judge_suggestions"] == 3
+    import argilla as rg
+
+    ds = rg.Argilla(api_url=endpoint.url, api_key=OWNER_KEY).datasets(name="sample-qa", workspace=endpoint.workspace)
+    recs = list(ds.records(with_suggestions=True))
+    assert len(recs) == 3
+    for r in recs:
+        s = r.suggestions["quality"]
+        assert s.agent == "judge" and s.value in (1, 2, 3, 4, 5)
