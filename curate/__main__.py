@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.root) if a.root else repo_root()
     t0 = time.time()
     print(f"curate: {cfg.name} from {a.config}")
-    res = run(cfg, root / cfg.output_dir / cfg.name / ".work", progress=not a.quiet)
-    parts = finalise(cfg, res)
+    work = root / cfg.output_dir / cfg.name / ".work"
+    res = run(cfg, work, progress=not a.quiet)
+    parts = finalise(cfg, res, work / "parts")
     path = write_version(cfg, res, parts, root)
     print((path / "funnel.md").read_text())
+    shutil.rmtree(work, ignore_errors=True)
     print(f"dataset version: {path}  ({time.time() - t0:.0f}s)")
     return 0
 

@@ -50,6 +50,7 @@ class PipelineConfig(BaseModel):
     embedding_model: str = "minilm-l6-v2"
     output_dir: str = "data/datasets"
     parent: str | None = None
+    shard_rows: int = Field(50_000, ge=1)  # rows per on-disk shard: the unit of memory, not part of the version
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageConfig]
     split: SplitSpec = Field(default_factory=SplitSpec)
@@ -87,6 +88,6 @@ def load_config(path: Path | str) -> PipelineConfig:
 
 
 def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
-    d = cfg.model_dump(exclude={"stages"})
+    d = cfg.model_dump(exclude={"stages", "shard_rows"})  # how it ran, not what it made
     d["stages"] = [s.model_dump() for s in cfg.stages]
     return d

@@ -12,6 +12,8 @@ what keeps precision high, and clustering (curate.cluster) never chains dissimil
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import polars as pl
 from datasketch.lsh import _optimal_param
@@ -104,14 +106,18 @@ def lsh_candidates(sig: np.ndarray, threshold: float, max_bucket: int = 64) -> n
 
 class ShingleSets:
     """Sorted distinct shingle hashes per document, computed on first use for the documents that
-    LSH made candidates (so memory stays bounded: the full shingle table is never kept)."""
+    LSH made candidates (so memory stays bounded: the full shingle table is never kept).
 
-    def __init__(self, texts: pl.Series, ngram: int, docs: np.ndarray):
+    `texts` is the corpus as a Series, or a function giving the texts of given document indices
+    (the sharded pipeline reads only the candidates' texts back from disk)."""
+
+    def __init__(self, texts: pl.Series | Callable[[np.ndarray], pl.Series], ngram: int, docs: np.ndarray):
         self._memo: dict[int, np.ndarray] = {}
+        texts_of = (lambda idx: texts.gather(idx)) if isinstance(texts, pl.Series) else texts
         docs = np.unique(docs)
         for lo in range(0, len(docs), 5_000):  # small chunks: the transient word table stays small
             part = docs[lo:lo + 5_000]
-            sh = shingle_frame(texts.gather(part), ngram)
+            sh = shingle_frame(texts_of(part), ngram)
             d = sh["doc"].to_numpy()
             h = sh["h"].to_numpy()
             order = np.lexsort((h, d))
@@ -124,6 +130,33 @@ class ShingleSets:
         return self._memo[i]
 
 
+def signature_matrix(texts: pl.Series, num_perm: int = 128, ngram: int = 5, seed: int = 1, progress: bool = False,
+                     chunk: int = 20_000) -> np.ndarray:
+    """(n, num_perm) signatures, computed in chunks of `chunk` documents: peak memory is the chunk's
+    shingles plus the signature matrix, not the corpus's shingles."""
+    from tqdm import tqdm
+
+    n = len(texts)
+    sig = np.empty((n, num_perm), dtype=np.uint64)
+    for lo in tqdm(range(0, n, chunk), desc="minhash", disable=not progress, unit="chunk"):
+        part = texts.slice(lo, chunk)
+        sig[lo:lo + len(part)] = signatures(shingle_frame(part, ngram), len(part), num_perm, seed)
+    return sig
+
+
+def verify_candidates(cand: np.ndarray, texts: pl.Series | Callable[[np.ndarray], pl.Series], lowest: float,
+                      ngram: int = 5) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
+    """Candidate pairs whose exact shingle Jaccard is >= `lowest`, their similarities, the shingle sets."""
+    sets = ShingleSets(texts, ngram, cand.ravel())
+    keep, sims = [], []
+    for i, j in cand.tolist():
+        s = jaccard_sorted(sets[i], sets[j])
+        if s >= lowest:
+            keep.append((i, j))
+            sims.append(s)
+    return np.array(keep, dtype=np.int64).reshape(-1, 2), np.array(sims, dtype=np.float64), sets
+
+
 def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
                          seed: int = 1, progress: bool = False, chunk: int = 20_000,
                          floor: float | None = None) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
@@ -132,25 +165,7 @@ def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int
     `floor` (< threshold) also keeps LSH candidates whose exact Jaccard is in [floor, threshold):
     the borderline pairs that go to human review. LSH is still tuned for `threshold`, so pairs
     far below it are found less often; callers filter the edges by `sims >= threshold`.
-
-    Signatures are computed in chunks of `chunk` documents, so peak memory is bounded by the chunk's
-    shingles plus the (n, num_perm) signature matrix, not by the corpus's shingles.
     """
-    from tqdm import tqdm
-
-    n = len(texts)
-    sig = np.empty((n, num_perm), dtype=np.uint64)
-    for lo in tqdm(range(0, n, chunk), desc="minhash", disable=not progress, unit="chunk"):
-        part = texts.slice(lo, chunk)
-        sig[lo:lo + len(part)] = signatures(shingle_frame(part, ngram), len(part), num_perm, seed)
+    sig = signature_matrix(texts, num_perm, ngram, seed, progress, chunk)
     cand = lsh_candidates(sig, threshold)
-    sets = ShingleSets(texts, ngram, cand.ravel())
-    keep, sims = [], []
-    lowest = threshold if floor is None else min(floor, threshold)
-    for i, j in cand.tolist():
-        s = jaccard_sorted(sets[i], sets[j])
-        if s >= lowest:
-            keep.append((i, j))
-            sims.append(s)
-    edges = np.array(keep, dtype=np.int64).reshape(-1, 2)
-    return edges, np.array(sims), sets
+    return verify_candidates(cand, texts, threshold if floor is None else min(floor, threshold), ngram)

@@ -1,25 +1,39 @@
 """Run a curation pipeline top to bottom: sources -> stages -> split -> write.
 
+Memory stays bounded by the shard size, not the input size: sources stream into Parquet shards of
+`shard_rows` rows under the work dir; a row stage (`StageConfig.apply`) runs shard by shard; a
+stage that must see every row (`GlobalStage`: dedup, mixing) computes narrow features shard by
+shard (hashes, signatures, embeddings, weights), decides on all features at once, and reads full
+texts back only for the rows it asks for (MinHash candidates). Kept rows and excluded rows are
+written as shards again, so at no point is the whole dataset in memory.
+
 The runner does the accounting datatrove-style: each stage reports in/out/dropped and reasons,
-`in == out + dropped` is checked after every stage, and overall
+`in == out + dropped` is checked per shard and per stage, and overall
 `input rows == train + val + test + excluded + quarantined` is checked before writing.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from curate.config import PipelineConfig
-from curate.sources import SourceConfig, read_source
+from curate.sources import SourceConfig, iter_source
 from curate.split import assign_splits
-from curate.stages.base import BORDERLINE_SCHEMA, Context
+from curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
+from curate.text import contents
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
+
+ROW_GROUP = 65_536
+EXCLUDED_SCHEMA = {"_row": pl.UInt32, **PARQUET_SCHEMA, "stage": pl.String, "reason": pl.String, "rep_id": pl.String}
+CONSTANT_REPORT_KEYS = {"eval_items", "max_tokens", "tokenizer"}  # the same in every shard's report: not summed
 
 
 @dataclass
@@ -34,8 +48,8 @@ class StageStats:
 
 @dataclass
 class RunResult:
-    frame: pl.DataFrame
-    excluded: pl.DataFrame
+    shards: list[Path]  # kept rows after the last stage
+    excluded: list[Path]  # dropped rows: full row + stage, reason, rep_id
     funnel: list[StageStats]
     source_stats: list[dict]
     quarantine_path: Path
@@ -43,22 +57,126 @@ class RunResult:
     reports: dict
     borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
 
+    def frame(self) -> pl.DataFrame:
+        """All kept rows in memory (small runs and tests only)."""
+        return _concat(self.shards, PARQUET_SCHEMA | {"_row": pl.UInt32})
 
-def load_sources(cfg: PipelineConfig, quarantine: Path) -> tuple[pl.DataFrame, list[dict]]:
+
+def _concat(paths: list[Path], schema: dict) -> pl.DataFrame:
+    if not paths:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed")
+
+
+class _Shards:
+    """Numbered Parquet files under one directory."""
+
+    def __init__(self, root: Path, name: str):
+        self.dir = root / name
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.paths: list[Path] = []
+
+    def write(self, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
+        p = self.dir / f"{len(self.paths):05d}.parquet"
+        df.write_parquet(p)
+        self.paths.append(p)
+
+
+def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path) -> tuple[list[Path], list[dict], int]:
+    """Stream every source into shards of `cfg.shard_rows` rows, numbering rows (`_row`) as they come."""
     qw = QuarantineWriter(quarantine)
-    rows, stats = [], []
+    out = _Shards(work, "input")
+    stats: list[dict] = []
+    buf: list[dict] = []
+    n = 0
+
+    def flush() -> None:
+        nonlocal buf, n
+        if buf:
+            df = pl.DataFrame(buf, schema=PARQUET_SCHEMA).with_row_index("_row", offset=n)
+            out.write(df)
+            n += len(buf)
+            buf = []
+
     try:
         for s in cfg.sources:
-            recs, st = read_source(SourceConfig(name=s.name, format=s.format, path=s.path, limit=s.limit,
-                                                pairs=s.pairs, weight=s.weight), qw)
-            rows.extend(r.to_row() for r in recs)
-            for x in st:
+            st_list: list = []
+            src = SourceConfig(name=s.name, format=s.format, path=s.path, limit=s.limit, pairs=s.pairs, weight=s.weight)
+            for rec in iter_source(src, qw, st_list):
+                buf.append(rec.to_row())
+                if len(buf) >= cfg.shard_rows:
+                    flush()
+            for x in st_list:
                 stats.append({"source": s.name, "file": x.file, "rows_in": x.rows_in, "rows_out": x.rows_out,
                               "rows_quarantined": x.rows_quarantined})
+        flush()
     finally:
         qw.close()
-    df = pl.DataFrame(rows, schema=PARQUET_SCHEMA).with_row_index("_row")
-    return df, stats
+    return out.paths, stats, n
+
+
+def merge_report(a: dict | None, b: dict) -> dict:
+    """Per-shard reports of a row stage, combined: numbers add up (except constants), dicts merge."""
+    if a is None:
+        return b
+    out = dict(a)
+    for k, v in b.items():
+        if k in out and isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = merge_report(out[k], v)
+        elif k in out and isinstance(v, (int, float)) and not isinstance(v, bool) and k not in CONSTANT_REPORT_KEYS:
+            out[k] = out[k] + v
+        else:
+            out[k] = v
+    return out
+
+
+def _texts_of(shards: list[Path], rows: np.ndarray):
+    """texts_of(feature indices) -> Series of full conversation texts, read back from the shards."""
+    def get(idx: np.ndarray) -> pl.Series:
+        want = pl.DataFrame({"_row": rows[np.asarray(idx, dtype=np.int64)].astype(np.uint32), "_i": np.arange(len(idx))})
+        found = (pl.scan_parquet(shards).join(want.lazy(), on="_row", how="inner")
+                 .select("_i", t=contents(None)).collect().sort("_i"))
+        return found["t"]
+    return get
+
+
+def _run_row_stage(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards) -> list[str]:
+    reasons: list[str] = []
+    report = None
+    for sh in shards:
+        df = pl.read_parquet(sh)
+        ctx.reports.pop(stage.name, None)
+        res = stage.apply(df, ctx)
+        if res.kept.height + res.dropped.height != df.height:
+            raise AssertionError(f"stage {stage.name}: in {df.height} != out {res.kept.height} + dropped {res.dropped.height}")
+        if stage.name in ctx.reports:
+            report = merge_report(report, ctx.reports[stage.name])
+        kept.write(res.kept)
+        _write_excluded(df, res.dropped, stage.name, excluded)
+        reasons.extend(res.dropped["reason"].to_list())
+    if report is not None:
+        ctx.reports[stage.name] = report
+    return reasons
+
+
+def _run_global_stage(stage, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards) -> list[str]:
+    feats = pl.concat([stage.features(pl.read_parquet(sh), ctx) for sh in shards], how="vertical_relaxed")
+    dropped = stage.decide(feats, ctx, _texts_of(shards, feats["_row"].to_numpy()))
+    for sh in shards:
+        df = pl.read_parquet(sh)
+        mine = dropped.join(df.select("_row"), on="_row", how="semi")
+        kept.write(df.join(mine.select("_row"), on="_row", how="anti", maintain_order="left"))
+        _write_excluded(df, mine, stage.name, excluded)
+    return dropped["reason"].to_list()
+
+
+def _write_excluded(df: pl.DataFrame, dropped: pl.DataFrame, stage: str, excluded: _Shards) -> None:
+    if dropped.height:
+        full = df.join(dropped, on="_row", how="inner").select(*df.columns, "reason", "rep_id")
+        excluded.write(_fold_helpers_into_meta(full.with_columns(stage=pl.lit(stage))).select(list(EXCLUDED_SCHEMA)))
 
 
 def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
@@ -67,34 +185,35 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
     qpath.unlink(missing_ok=True)
     ctx = Context(seed=cfg.seed, tokenizer=cfg.tokenizer, embedding_model=cfg.embedding_model, progress=progress)
     t0 = time.time()
-    df, src_stats = load_sources(cfg, qpath)
+    shards, src_stats, n_rows = load_sources(cfg, qpath, workdir)
     quarantined = sum(s["rows_quarantined"] for s in src_stats)
     rows_in = sum(s["rows_in"] for s in src_stats)
-    funnel = [StageStats("read", rows_in, df.height, quarantined, time.time() - t0,
+    funnel = [StageStats("read", rows_in, n_rows, quarantined, time.time() - t0,
                          {"quarantined": quarantined} if quarantined else {})]
-    if df.height != rows_in - quarantined:  # pair extraction changes the count: say so in the funnel
-        funnel.append(StageStats("pairs", rows_in - quarantined, df.height, 0, 0.0,
-                                 {"expanded_by_pairs": df.height - (rows_in - quarantined)}))
-    excluded_parts = []
-    for stage in cfg.stages:
+    if n_rows != rows_in - quarantined:  # pair extraction changes the count: say so in the funnel
+        funnel.append(StageStats("pairs", rows_in - quarantined, n_rows, 0, 0.0,
+                                 {"expanded_by_pairs": n_rows - (rows_in - quarantined)}))
+    excluded = _Shards(workdir, "excluded")
+    n = n_rows
+    prev_dir: Path | None = None
+    for i, stage in enumerate(cfg.stages):
         t = time.time()
-        n_in = df.height
-        res = stage.apply(df, ctx)
-        kept, dropped = res.kept, res.dropped
-        if kept.height + dropped.height != n_in:
-            raise AssertionError(f"stage {stage.name}: in {n_in} != out {kept.height} + dropped {dropped.height}")
-        if dropped.height:
-            full = df.join(dropped, on="_row", how="inner").select(*df.columns, "reason", "rep_id")
-            excluded_parts.append(full.with_columns(stage=pl.lit(stage.name)))
-        funnel.append(StageStats(stage.name, n_in, kept.height, dropped.height, time.time() - t,
-                                 dict(Counter(dropped["reason"].to_list()).most_common())))
-        df = kept
+        kept = _Shards(workdir, f"stage-{i:02d}")
+        runner = _run_global_stage if stage.needs_all_rows else _run_row_stage
+        reasons = runner(stage, shards, ctx, kept, excluded) if shards else []
+        n_out = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in kept.paths)
+        if n_out + len(reasons) != n:
+            raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {len(reasons)}")
+        funnel.append(StageStats(stage.name, n, n_out, len(reasons), time.time() - t, dict(Counter(reasons).most_common())))
         if progress:
-            print(f"  {stage.name:16} in {n_in:>7}  out {kept.height:>7}  dropped {dropped.height:>6}  ({time.time() - t:.1f}s)")
-    excluded = _excluded_frame(excluded_parts)
+            print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {len(reasons):>6}  ({time.time() - t:.1f}s)")
+        if prev_dir is not None:  # the previous stage's kept shards are consumed
+            shutil.rmtree(prev_dir, ignore_errors=True)
+        prev_dir = kept.dir
+        shards, n = kept.paths, n_out
     borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
                   if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
-    return RunResult(df, excluded, funnel, src_stats, qpath, rows_in, ctx.reports, borderline)
+    return RunResult(shards, excluded.paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline)
 
 
 def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:
@@ -109,27 +228,37 @@ def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:
             if row[h] is not None:
                 m[h] = row[h]
         metas.append(json.dumps(m, ensure_ascii=False, sort_keys=True))
-    return df.with_columns(meta=pl.Series(metas, dtype=pl.String))
+    return df.with_columns(meta=pl.Series(metas, dtype=pl.String)).drop(helpers)
 
 
-def _excluded_frame(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    cols = ["_row", *PARQUET_SCHEMA, "stage", "reason", "rep_id"]
-    if not parts:
-        return pl.DataFrame(schema={"_row": pl.UInt32, **PARQUET_SCHEMA, "stage": pl.String, "reason": pl.String,
-                                    "rep_id": pl.String})
-    return pl.concat([_fold_helpers_into_meta(p).select(cols) for p in parts]).sort("_row")
-
-
-def finalise(cfg: PipelineConfig, res: RunResult) -> dict[str, pl.DataFrame]:
-    df = _fold_helpers_into_meta(res.frame)
-    df = df.with_columns(cluster=pl.col("id"))
-    split = assign_splits(df, cfg.split, cfg.seed)
-    df = df.with_columns(_split=split)
-    out = {name: df.filter(pl.col("_split") == name).sort("_row").select(list(PARQUET_SCHEMA))
-           for name in ("train", "val", "test")}
-    out["excluded"] = res.excluded.drop("_row")
-    total = sum(f.height for f in out.values()) + sum(s["rows_quarantined"] for s in res.source_stats)
+def finalise(cfg: PipelineConfig, res: RunResult, out_dir: Path) -> dict[str, Path]:
+    """Split the kept rows and write the parts (train/val/test/excluded.parquet) into `out_dir`,
+    streaming shard by shard; returns name -> path. Rows keep input order within each part."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the split needs one narrow view of all kept rows: group key (+ meta for time splits)
+    narrow = (pl.concat([pl.read_parquet(p, columns=["_row", "id", "meta"]) for p in res.shards]) if res.shards
+              else pl.DataFrame(schema={"_row": pl.UInt32, "id": pl.String, "meta": pl.String}))
+    labels = narrow.select("_row", _split=assign_splits(narrow, cfg.split, cfg.seed))
+    paths = {name: out_dir / f"{name}.parquet" for name in ("train", "val", "test")}
+    pieces: dict[str, list[Path]] = {name: [] for name in paths}
+    tmp = out_dir / ".pieces"
+    tmp.mkdir(exist_ok=True)
+    for k, sh in enumerate(res.shards):  # shards hold rows in input order, so each part keeps input order
+        df = _fold_helpers_into_meta(pl.read_parquet(sh)).join(labels, on="_row", how="left", maintain_order="left")
+        for name in paths:
+            pieces[name].append(tmp / f"{name}-{k:05d}.parquet")
+            df.filter(pl.col("_split") == name).select(list(PARQUET_SCHEMA)).write_parquet(pieces[name][-1])
+    for name, p in paths.items():  # streamed into one file; fixed row groups, so shard size never shows in the bytes
+        src = pl.scan_parquet(pieces[name]) if pieces[name] else pl.LazyFrame(schema=PARQUET_SCHEMA)
+        src.sink_parquet(p, statistics=False, row_group_size=ROW_GROUP)
+    shutil.rmtree(tmp, ignore_errors=True)
+    ex = (pl.scan_parquet(res.excluded).sort("_row").drop("_row") if res.excluded
+          else pl.DataFrame(schema=EXCLUDED_SCHEMA).lazy().drop("_row"))
+    paths["excluded"] = out_dir / "excluded.parquet"
+    ex.sink_parquet(paths["excluded"], statistics=False, row_group_size=ROW_GROUP)
+    counts = {k: pl.scan_parquet(p).select(pl.len()).collect().item() for k, p in paths.items()}
+    total = sum(counts.values()) + sum(s["rows_quarantined"] for s in res.source_stats)
     expected = res.rows_in + sum(st.rows_out - st.rows_in for st in res.funnel if st.stage == "pairs")
     if total != expected:
         raise AssertionError(f"accounting: train+val+test+excluded+quarantined = {total}, input rows = {expected}")
-    return out
+    return paths

@@ -181,8 +181,9 @@ def _iter_csv(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callabl
         yield from parse_objects(enumerate(csv.DictReader(f), start=2), path, stats, qw, parse)  # row 1 is the header
 
 
-def read_source(src: SourceConfig, qw: QuarantineWriter) -> tuple[list[ChatRecord], list[ReadStats]]:
-    """All records of one source (bounded by `limit`), with per-file read statistics."""
+def iter_source(src: SourceConfig, qw: QuarantineWriter, all_stats: list[ReadStats]) -> Iterator[ChatRecord]:
+    """Records of one source one at a time (bounded by `limit`); per-file statistics are appended to
+    `all_stats` as each file finishes."""
     parser = PARSERS.get(src.format)
     if parser is None:
         raise ValueError(f"source {src.name}: unknown format {src.format!r} (known: {sorted(PARSERS)})")
@@ -190,8 +191,7 @@ def read_source(src: SourceConfig, qw: QuarantineWriter) -> tuple[list[ChatRecor
     def parse(obj: Any) -> ChatRecord:
         return parser(obj, src)
 
-    out: list[ChatRecord] = []
-    all_stats = []
+    done = 0
     for path in resolve_paths(src.path):
         stats = ReadStats(str(path))
         if path.suffix == ".json":
@@ -201,12 +201,18 @@ def read_source(src: SourceConfig, qw: QuarantineWriter) -> tuple[list[ChatRecor
         else:
             it = iter_records(path, stats, qw, parse)
         for rec in it:
-            out.extend(to_pairs(rec) if src.pairs else [rec])
-            if src.limit is not None and stats.rows_in >= src.limit:
+            yield from (to_pairs(rec) if src.pairs else [rec])
+            if src.limit is not None and done + stats.rows_in >= src.limit:
                 break
         it.close()
         stats.check()
         all_stats.append(stats)
-        if src.limit is not None and sum(s.rows_in for s in all_stats) >= src.limit:
+        done += stats.rows_in
+        if src.limit is not None and done >= src.limit:
             break
-    return out, all_stats
+
+
+def read_source(src: SourceConfig, qw: QuarantineWriter) -> tuple[list[ChatRecord], list[ReadStats]]:
+    """All records of one source (bounded by `limit`), with per-file read statistics."""
+    stats: list[ReadStats] = []
+    return list(iter_source(src, qw, stats)), stats

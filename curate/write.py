@@ -85,17 +85,22 @@ def funnel_png(funnel: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataFrame], root: Path) -> Path:
+def _rows(p: Path) -> int:
+    return pl.scan_parquet(p).select(pl.len()).collect().item()
+
+
+def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], root: Path) -> Path:
+    """`parts`: train/val/test/excluded Parquet files written by `pipeline.finalise` (moved here)."""
     base = root / cfg.output_dir / cfg.name
     tmp = base / ".writing"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     files = {}
-    for name, df in parts.items():
-        if name == "test" and df.height == 0 and cfg.split.test_fraction == 0:
+    for name, src in parts.items():
+        if name == "test" and _rows(src) == 0 and cfg.split.test_fraction == 0:
             continue
         p = tmp / f"{name}.parquet"
-        df.write_parquet(p, statistics=False)
+        shutil.move(src, p)
         files[name] = _sha(p)
     if res.borderline is not None:
         p = tmp / "borderline_pairs.parquet"
@@ -113,7 +118,8 @@ def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataF
     parent = cfg.parent or (latest.read_text().strip() if latest.exists() else None)
     if parent == version:
         parent = json.loads((base / version / "manifest.json").read_text()).get("parent") if (base / version).exists() else None
-    counts = {k: parts[k].height for k in parts if k in files} | {"quarantined": sum(s["rows_quarantined"] for s in res.source_stats)}
+    counts = {k: _rows(tmp / f"{k}.parquet") for k in parts if k in files} | {
+        "quarantined": sum(s["rows_quarantined"] for s in res.source_stats)}
     funnel = [dict(st.__dict__) for st in res.funnel]
     for st in funnel:
         st["seconds"] = None  # timings go to the console, not into versioned files
@@ -123,7 +129,8 @@ def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, pl.DataF
         "tokenizer": tokenizer_settings(cfg), "counts": counts, "rows_in": res.rows_in,
         "funnel": funnel, "stage_reports": res.reports, "files_sha256": files,
         "borderline_pairs": 0 if res.borderline is None else res.borderline.height,
-        "excluded_reasons": dict(parts["excluded"].group_by("reason").len().sort("reason").iter_rows()),
+        "excluded_reasons": dict(pl.scan_parquet(tmp / "excluded.parquet").group_by("reason").len().sort("reason")
+                                 .collect().iter_rows()),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
     (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts))

@@ -127,3 +127,21 @@ def resolve_local(entry: ModelEntry, root: Path | None = None) -> tuple[Path, Pa
     assert entry.base_model is not None
     base = resolve_model(entry.base_model) if not (root / entry.base_model).exists() else root / entry.base_model
     return base, (p(entry.adapter) if entry.adapter else None)
+
+
+def training_dataset(name: str, root: Path, path: Path | None = None) -> Path | None:
+    """The dataset version a registered model was trained on (run lineage: runs/<run>/run.json), or
+    None for a model with no training run of ours (e.g. the base model)."""
+    import json
+
+    entry = get(name, path)
+    if not entry.run:
+        return None
+    run_json = (Path(entry.run) if Path(entry.run).is_absolute() else root / entry.run) / "run.json"
+    if not run_json.exists():
+        run_json = root / "runs" / entry.run / "run.json"
+    if not run_json.exists():
+        return None
+    ds = json.loads(run_json.read_text()).get("dataset") or {}
+    p = Path(ds.get("path", ""))
+    return p if (p / "manifest.json").exists() else None

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="mine one ISO week of production logs")
     r.add_argument("logs", nargs="?", default=DEMO_LOGS, help=f"a glob of JSONL/Parquet log files (default {DEMO_LOGS})")
     r.add_argument("--week", default=None, help="e.g. 2026-W47 (default: the last full week in the logs)")
-    r.add_argument("--reference", default=None, help="dataset dir (or version) prod was trained on, for drift")
+    r.add_argument("--reference", default=None,
+                   help="dataset dir/version for drift (default: the one --prod was trained on, from its run lineage)")
+    r.add_argument("--prod", default="prod", help="registry entry of the production model (default: prod)")
     r.add_argument("--reports", default="reports")
     r.add_argument("--judge", default=None, help="registry entry to grade the week's answers (soft failures)")
     r.add_argument("--judge-sample", type=int, default=None, help="grade a seeded sample of this many rows (default: all)")
@@ -59,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     from curate.mine.run import run
 
     reference = Path(a.reference) if a.reference else None
+    if reference is None:
+        from sftloop import registry
+
+        try:
+            reference = registry.training_dataset(a.prod, root, root / "models.toml")
+        except registry.RegistryError as e:
+            print(f"mine: {e}", file=sys.stderr)
+        if reference is not None:
+            print(f"mine: drift reference = {a.prod}'s training data {reference}")
     judge, threshold = a.judge, a.judge_threshold
     if a.logs == DEMO_LOGS:  # the demo: prod's training data as reference, the SmolLM2 judge on its own scale
         if reference is None and (root / "data/datasets/sharegpt-demo").exists():

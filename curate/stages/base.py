@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import polars as pl
@@ -56,13 +56,17 @@ def borderline_pairs(ids, pairs, sims, method: str, threshold: float, margin: fl
     return df.with_columns(method=pl.lit(method), threshold=pl.lit(float(threshold))).select(list(BORDERLINE_SCHEMA))
 
 
-def keep_rank(df: pl.DataFrame) -> np.ndarray:
-    """Which near-duplicate to keep: higher weight first (reviewed/mined corrections), then the longest
-    assistant content. One rule for every dedup stage."""
+def rank_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """The narrow columns the keep rule needs: `_row`, `id`, `weight`, `_alen` (assistant characters)."""
     from curate.text import contents
 
-    alen = df.select(contents(("assistant",)).str.len_chars())[:, 0].to_numpy().astype(float)
-    return df["weight"].to_numpy().astype(float) * 1e12 + alen
+    return df.select("_row", "id", "weight", _alen=contents(("assistant",)).str.len_chars().cast(pl.Int64))
+
+
+def keep_rank(feats: pl.DataFrame) -> np.ndarray:
+    """Which near-duplicate to keep: higher weight first (reviewed/mined corrections), then the longest
+    assistant content. One rule for every dedup stage."""
+    return feats["weight"].to_numpy().astype(float) * 1e12 + feats["_alen"].to_numpy().astype(float)
 
 
 @dataclass
@@ -87,7 +91,10 @@ def empty_dropped() -> pl.DataFrame:
 
 
 class StageConfig(BaseModel):
+    """A row stage: `apply` decides each row on its own, so the pipeline runs it shard by shard."""
+
     model_config = ConfigDict(extra="forbid")
+    needs_all_rows: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -95,3 +102,33 @@ class StageConfig(BaseModel):
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+TextsOf = Callable[[np.ndarray], pl.Series]
+
+
+class GlobalStage(StageConfig):
+    """A stage that must see every row (deduplication, mixing), in two steps so memory stays bounded:
+    `features(shard)` returns narrow per-row columns (always `_row`), computed shard by shard;
+    `decide(features, ctx, texts_of)` sees the features of all rows and returns the dropped rows
+    (`_row`, `reason`, `rep_id`). `texts_of(indices)` gives the full text of feature rows on demand
+    (read back from the shards), for the few rows that need it, e.g. MinHash candidates."""
+
+    needs_all_rows: ClassVar[bool] = True
+
+    def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
+        """Both steps on one in-memory frame (unit tests, small inputs)."""
+        from curate.text import contents
+
+        if df.height == 0:
+            return StageResult.split(df, None)
+        feats = self.features(df, ctx)
+        texts = df.select(t=contents(None))["t"]
+        dropped = self.decide(feats, ctx, lambda idx: texts.gather(idx))
+        return StageResult(df.filter(~pl.col("_row").is_in(dropped["_row"].implode())), dropped)

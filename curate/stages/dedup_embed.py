@@ -10,7 +10,7 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.embed import similar_pairs
-from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs, keep_rank
+from curate.stages.base import Context, GlobalStage, TextsOf, borderline_pairs, keep_rank, rank_columns
 from curate.text import contents
 
 
@@ -22,9 +22,10 @@ def embed_text(df: pl.DataFrame, fields: list[str], max_chars: int) -> list[str]
     return df.select(t=pl.concat_str(parts, separator="\n").str.slice(0, max_chars))["t"].to_list()
 
 
-class EmbedDedup(StageConfig):
+class EmbedDedup(GlobalStage):
     """Embed `fields` (default first user + first assistant turn), link pairs with cosine >= threshold,
-    cluster without chaining, keep the longest-assistant row per cluster."""
+    cluster without chaining, keep the best row per cluster (highest weight, then longest assistant).
+    Embeddings are computed shard by shard (and cached); the search holds only the (n, 384) matrix."""
 
     type: Literal["embed_dedup"] = "embed_dedup"
     threshold: float = Field(0.95, gt=0, le=1)
@@ -33,22 +34,24 @@ class EmbedDedup(StageConfig):
     block: int = Field(2048, ge=64)
     borderline_margin: float = Field(0.02, ge=0, lt=0.5)  # pairs within this of threshold go to the review queue
 
-    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        if df.height < 2:
-            return StageResult.split(df, None)
+    def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         emb = ctx.embedder().encode(embed_text(df, self.fields, self.max_chars))
+        return rank_columns(df).with_columns(_emb=pl.Series(emb, dtype=pl.Array(pl.Float32, emb.shape[1] if len(emb) else 384)))
+
+    def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
+        if feats.height < 2:
+            return feats.head(0).select("_row", reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
+        emb = feats["_emb"].to_numpy().astype(np.float32)
         pairs = similar_pairs(emb, None, self.threshold - self.borderline_margin, self.block)
-        ids = df["id"].to_numpy()
+        ids = feats["id"].to_numpy()
         if self.borderline_margin > 0:
             ctx.borderline.append(borderline_pairs(ids, pairs[:, :2].astype(np.int64).tolist(), pairs[:, 2].tolist(),
                                                    "embedding", self.threshold, self.borderline_margin))
         pairs = pairs[pairs[:, 2] >= self.threshold]
         edges = pairs[:, :2].astype(np.int64)
-        rank = keep_rank(df)
-        rep = cluster_by_centers(df.height, edges, rank, lambda i, j: float(emb[i] @ emb[j]) >= self.threshold)
+        rep = cluster_by_centers(feats.height, edges, keep_rank(feats), lambda i, j: float(emb[i] @ emb[j]) >= self.threshold)
         dup = rep != np.arange(len(rep))
         ctx.reports[self.name] = {"pairs_above_threshold": int(len(pairs)), "dropped": int(dup.sum())}
-        tagged = df.with_columns(_rep=pl.Series(ids[rep], dtype=pl.String), _dup=pl.Series(dup))
-        res = StageResult.split(tagged, pl.when(pl.col("_dup")).then(pl.lit("near_dup:embedding")), pl.col("_rep"))
-        res.kept = res.kept.drop("_rep", "_dup", strict=False)
-        return res
+        return pl.DataFrame({"_row": feats["_row"].to_numpy()[dup], "rep_id": ids[rep[dup]].astype(str)},
+                            schema={"_row": pl.UInt32, "rep_id": pl.String}).select(
+            "_row", reason=pl.lit("near_dup:embedding"), rep_id="rep_id")

@@ -10,7 +10,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from curate.stages.base import Context, StageConfig, StageResult
+from curate.stages.base import Context, GlobalStage, TextsOf, empty_dropped, rank_columns
 from curate.text import contents, normalise_for_hash
 
 KEYS = {
@@ -20,21 +20,23 @@ KEYS = {
 }
 
 
-class ExactDedup(StageConfig):
+class ExactDedup(GlobalStage):
     type: Literal["exact_dedup"] = "exact_dedup"
     keys: list[Literal["conversation", "first_user"]] = Field(default_factory=lambda: ["conversation", "first_user"])
 
-    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        dropped = []
-        cur = df
+    def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        keys = df.select(**{f"_k_{k}": normalise_for_hash(KEYS[k]()).hash(seed=7) for k in self.keys})
+        return pl.concat([rank_columns(df), keys], how="horizontal")
+
+    def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
+        dropped = [empty_dropped()]
+        cur = feats
         for key in self.keys:
-            k = normalise_for_hash(KEYS[key]()).hash(seed=7)
-            tagged = cur.with_columns(_k=k, _alen=contents(("assistant",)).str.len_chars())
-            order = tagged.sort(["weight", "_alen", "_row"], descending=[True, True, False])
-            rep = order.group_by("_k", maintain_order=True).agg(_rep=pl.col("id").first(), _reprow=pl.col("_row").first())
-            tagged = tagged.join(rep, on="_k", how="left", maintain_order="left")
-            res = StageResult.split(tagged, pl.when(pl.col("_row") != pl.col("_reprow")).then(pl.lit(f"exact_dup:{key}")),
-                                    pl.col("_rep"))
-            dropped.append(res.dropped)
-            cur = res.kept.drop("_k", "_alen", "_rep", "_reprow", strict=False)
-        return StageResult(cur, pl.concat(dropped))
+            k = f"_k_{key}"
+            order = cur.sort(["weight", "_alen", "_row"], descending=[True, True, False])
+            rep = order.group_by(k, maintain_order=True).agg(_rep=pl.col("id").first(), _reprow=pl.col("_row").first())
+            tagged = cur.join(rep, on=k, how="left", maintain_order="left")
+            dup = pl.col("_row") != pl.col("_reprow")
+            dropped.append(tagged.filter(dup).select("_row", reason=pl.lit(f"exact_dup:{key}"), rep_id=pl.col("_rep")))
+            cur = tagged.filter(~dup).drop("_rep", "_reprow")
+        return pl.concat(dropped)

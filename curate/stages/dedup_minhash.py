@@ -9,16 +9,17 @@ import polars as pl
 from pydantic import Field
 
 from curate.cluster import cluster_by_centers
-from curate.minhash import near_duplicate_edges
-from curate.stages.base import Context, StageConfig, StageResult, borderline_pairs, keep_rank
+from curate.minhash import lsh_candidates, signature_matrix, verify_candidates
+from curate.stages.base import Context, GlobalStage, TextsOf, borderline_pairs, keep_rank, rank_columns
 from curate.text import contents, jaccard_sorted
 
 
-class MinHashDedup(StageConfig):
+class MinHashDedup(GlobalStage):
     """Cluster near-duplicates and keep one per cluster.
 
-    `keep = "longest_assistant"` keeps the row with the most assistant characters; `"quality"`
-    uses a numeric `quality` column when an earlier stage provides one (else falls back).
+    Keep rule: highest weight, then most assistant characters; `keep = "quality"` uses a numeric
+    `quality` column when an earlier stage provides one (else falls back). Signatures are computed
+    shard by shard; only LSH candidates' texts are read back for exact-Jaccard verification.
     """
 
     type: Literal["minhash_dedup"] = "minhash_dedup"
@@ -29,28 +30,30 @@ class MinHashDedup(StageConfig):
     seed: int = 1
     borderline_margin: float = Field(0.05, ge=0, lt=0.5)  # pairs within this of threshold go to the review queue
 
-    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        if df.height < 2:
-            return StageResult.split(df, None)
-        texts = df.select(t=contents(None))["t"]
-        edges, sims, sets = near_duplicate_edges(texts, self.threshold, self.num_perm, self.ngram, self.seed, ctx.progress,
-                                                 floor=self.threshold - self.borderline_margin)
-        ids = df["id"].to_numpy()
+    def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        sig = signature_matrix(df.select(t=contents(None))["t"], self.num_perm, self.ngram, self.seed, ctx.progress)
+        out = rank_columns(df).with_columns(_sig=pl.Series(sig, dtype=pl.Array(pl.UInt64, self.num_perm)))
+        if self.keep == "quality" and "quality" in df.columns:
+            out = out.with_columns(_quality=df["quality"].fill_null(0).cast(pl.Float64))
+        return out
+
+    def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
+        if feats.height < 2:
+            return feats.head(0).select("_row", reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
+        cand = lsh_candidates(feats["_sig"].to_numpy(), self.threshold)
+        edges, sims, sets = verify_candidates(cand, texts_of, self.threshold - self.borderline_margin, self.ngram)
+        ids = feats["id"].to_numpy()
         if self.borderline_margin > 0:
             ctx.borderline.append(borderline_pairs(ids, edges.tolist(), sims.tolist(), "minhash", self.threshold,
                                                    self.borderline_margin))
         above = sims >= self.threshold
-        edges, sims = edges[above], sims[above]
-        if self.keep == "quality" and "quality" in df.columns:
-            rank = df["quality"].fill_null(0).to_numpy().astype(float)
-        else:
-            rank = keep_rank(df)
-        rep = cluster_by_centers(df.height, edges, rank,
+        edges = edges[above]
+        rank = feats["_quality"].to_numpy() if "_quality" in feats.columns else keep_rank(feats)
+        rep = cluster_by_centers(feats.height, edges, rank,
                                  lambda i, j: jaccard_sorted(sets[i], sets[j]) >= self.threshold)
+        dup = rep != np.arange(len(rep))
         ctx.reports[self.name] = {"candidate_edges_verified": int(len(edges)),
-                                  "clusters_with_duplicates": int(len(np.unique(rep[rep != np.arange(len(rep))])))}
-        tagged = df.with_columns(_rep=pl.Series(ids[rep], dtype=pl.String),
-                                 _dup=pl.Series(rep != np.arange(len(rep))))
-        res = StageResult.split(tagged, pl.when(pl.col("_dup")).then(pl.lit("near_dup:minhash")), pl.col("_rep"))
-        res.kept = res.kept.drop("_rep", "_dup", strict=False)
-        return res
+                                  "clusters_with_duplicates": int(len(np.unique(rep[dup])))}
+        return pl.DataFrame({"_row": feats["_row"].to_numpy()[dup], "rep_id": ids[rep[dup]].astype(str)},
+                            schema={"_row": pl.UInt32, "rep_id": pl.String}).select(
+            "_row", reason=pl.lit("near_dup:minhash"), rep_id="rep_id")

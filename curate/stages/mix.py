@@ -8,10 +8,10 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from curate.stages.base import Context, StageConfig, StageResult
+from curate.stages.base import Context, GlobalStage, TextsOf
 
 
-class Mix(StageConfig):
+class Mix(GlobalStage):
     """Keep at least `min_ordinary_share` of the mixture ordinary data.
 
     Shares are by weight (a weight-3 mined record counts three times, as the trainer upsamples it).
@@ -25,7 +25,10 @@ class Mix(StageConfig):
     min_ordinary_share: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
 
-    def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
+    def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return df.select("_row", "id", "source", "weight")
+
+    def decide(self, df: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
         focus = df["source"].str.starts_with(self.focus_prefix)
         w_ord = float(df.filter(~focus)["weight"].sum())
         w_focus = float(df.filter(focus)["weight"].sum())
@@ -48,4 +51,5 @@ class Mix(StageConfig):
             "ordinary_share": round(w_ord / denom, 4) if denom else None, "min_ordinary_share": s,
             "focus_rows_dropped": len(drop_ids),
         }
-        return StageResult.split(df, pl.when(pl.col("id").is_in(list(drop_ids))).then(pl.lit("mix:focus_over_cap")))
+        return df.filter(pl.col("id").is_in(list(drop_ids))).select(
+            "_row", reason=pl.lit("mix:focus_over_cap"), rep_id=pl.lit(None, pl.String))

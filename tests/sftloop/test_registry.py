@@ -41,3 +41,21 @@ def test_invalid_entries(tmp_path):
 def test_resolve_local_asset(tmp_path):
     base, adapter = registry.resolve_local(ModelEntry(base_model="smollm2-135m-instruct"))
     assert (base / "config.json").exists() and adapter is None
+
+
+def test_training_dataset_follows_the_run_lineage(tmp_path):
+    import json
+
+    from sftloop import registry
+
+    ds = tmp_path / "data" / "datasets" / "d" / "v1"
+    ds.mkdir(parents=True)
+    (ds / "manifest.json").write_text("{}")
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"dataset": {"name": "d", "version": "v1", "path": str(ds)}}))
+    reg = tmp_path / "models.toml"
+    reg.write_text('[models.prod]\nbase_model = "x"\nadapter = "runs/r1/adapter"\nrun = "runs/r1"\n'
+                   '[models.base]\nbase_model = "x"\n')
+    assert registry.training_dataset("prod", tmp_path, reg) == ds
+    assert registry.training_dataset("base", tmp_path, reg) is None
