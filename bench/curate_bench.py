@@ -4,7 +4,9 @@ On the ShareGPT asset (17,671 conversations) and a 10x corpus made from it by se
 (word swaps/deletions, so true near-duplicates exist):
 - MinHash stage throughput (ours) vs the tutorial baseline (datasketch MinHash per row with a Python
   loop over shingles, MinHashLSH query+insert row by row), and the ratio;
-- end-to-end conversations/s of the default pipeline without embedding stages (`--full` includes them);
+- per-stage and end-to-end conversations/s of the (sharded) pipeline without embedding stages
+  (`--full` includes them), on the asset and, in its own process, on the 10x corpus, with peak RSS;
+- the tutorial five-filter funnel (row-by-row Python) vs ours with the same five stages, and the ratio;
 - near-dup precision/recall against exact shingle Jaccard on sampled pairs;
 - peak RSS.
 
@@ -131,8 +133,9 @@ def precision_recall(texts, origin, edges, sets, rep, threshold=0.8, n_pairs=300
     return ok / max(len(sample), 1), recall_cluster, len(true_pairs), len(edge_set)
 
 
-def pipeline_rates(full: bool) -> None:
-    """Per-stage and end-to-end conversations/s of the default pipeline on the asset."""
+def pipeline_rates(full: bool, source: str = "asset:sharegpt-v3-partial", stages: list[str] | None = None,
+                   label: str = "default pipeline") -> float:
+    """Per-stage and end-to-end conversations/s of the (sharded) pipeline; returns end-to-end conv/s."""
     import tempfile
     from pathlib import Path
 
@@ -140,17 +143,95 @@ def pipeline_rates(full: bool) -> None:
     from curate.pipeline import run
 
     cfg = load_config(Path(__file__).parents[1] / "curate" / "configs" / "default.toml")
-    if not full:
+    cfg.sources[0].path = source
+    if stages is not None:
+        cfg.stages = [st for st in cfg.stages if st.type in stages]
+    elif not full:
         cfg.stages = [st for st in cfg.stages if st.type not in ("embed_dedup", "decontaminate")]
     t = time.time()
     with tempfile.TemporaryDirectory() as d:
         res = run(cfg, Path(d), progress=False)
     total = time.time() - t
+    print(f"{label}: {res.rows_in:,} conversations, stages {[st.type for st in cfg.stages]}")
     for st in res.funnel:
         if st.seconds:
             print(f"  stage {st.stage:14} {st.rows_in / st.seconds:>10,.0f} conv/s  ({st.rows_in} in, {st.seconds:.1f}s)")
-    print(f"end to end ({len(res.funnel) - 1} stages{'' if full else ', embedding stages excluded'}): "
-          f"{res.rows_in / total:,.0f} conv/s ({res.rows_in} rows, {total:.0f}s)")
+    rate = res.rows_in / total
+    print(f"  end to end: {rate:,.0f} conv/s ({res.rows_in} rows, {total:.0f}s)")
+    return rate
+
+
+def human_label_agreement(path) -> None:
+    """Reviewed near-dup pairs (`just review-pull near-dups`): how often our threshold agrees with people."""
+    if not path.exists():
+        print(f"human near-dup labels: none yet ({path} appears after `just review-pull near-dups`)")
+        return
+    df = pl.read_parquet(path)
+    for (method,), g in df.group_by("method"):
+        ours = g["similarity"] >= g["threshold"]
+        agree = float((ours == g["duplicate"]).mean())
+        print(f"human near-dup labels ({method}): {g.height} pairs, our threshold agrees on {agree:.3f}")
+
+
+FUNNEL5 = ["min_words", "exact_dedup", "language", "parroting", "minhash_dedup"]
+
+
+def baseline_funnel(convs: list[list[dict]]) -> float:
+    """The tutorial five-filter funnel, row by row in Python: min words, exact dedup (a set of hashes),
+    language (lingua per row), parroting (nltk jaccard_distance per row), MinHash LSH per row."""
+    import hashlib
+
+    from datasketch import MinHash, MinHashLSH
+    from lingua import LanguageDetectorBuilder
+    from nltk.metrics.distance import jaccard_distance
+
+    detector = LanguageDetectorBuilder.from_all_languages().with_low_accuracy_mode().build()
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    seen: set[str] = set()
+    kept = 0
+    t = time.time()
+    for i, conv in enumerate(convs):
+        user = [m["value"] for m in conv if m.get("from") == "human"]
+        bot = [m["value"] for m in conv if m.get("from") == "gpt"]
+        if not user or not bot or len(user[0].split()) <= 4 or min(len(b.split()) for b in bot) <= 5:
+            continue
+        text = "\n\n".join(m.get("value") or "" for m in conv)
+        h = hashlib.sha256(text.lower().encode()).hexdigest()
+        if h in seen:
+            continue
+        seen.add(h)
+        lang = detector.detect_language_of(text[:600])
+        if lang is None or lang.iso_code_639_1.name.lower() != "en":
+            continue
+        if 1 - jaccard_distance(set(user[0].lower().split()), set(bot[0].lower().split())) >= 0.85:
+            continue
+        words = text.lower().split()
+        m = MinHash(num_perm=128)
+        for j in range(max(1, len(words) - 4)):
+            m.update(" ".join(words[j:j + 5]).encode("utf-8"))
+        if lsh.query(m):
+            continue
+        lsh.insert(str(i), m)
+        kept += 1
+    return len(convs) / (time.time() - t)
+
+
+def write_scaled_corpus(path, scale: int, seed: int = 0) -> int:
+    """The asset's conversations plus (scale-1) perturbed copies of each (every turn perturbed), as JSONL."""
+    rng = random.Random(seed)
+    n = 0
+    with open(assets.path("sharegpt-v3-partial"), encoding="utf-8") as f:
+        convs = [json.loads(line) for line in f]
+    with open(path, "w", encoding="utf-8") as out:
+        for copy in range(scale):
+            for c in convs:
+                turns = c["conversations"]
+                if copy:
+                    rate = rng.choice([0.01, 0.03, 0.08, 0.2])
+                    turns = [{**t, "value": perturb(t.get("value") or "", rng, rate)} for t in turns]
+                out.write(json.dumps({"id": f"{c.get('id')}-{copy}", "conversations": turns}) + "\n")
+                n += 1
+    return n
 
 
 def main() -> None:
@@ -161,12 +242,36 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="include the embedding stages in the end-to-end run")
     ap.add_argument("--base-rate", type=float, default=float("nan"), help=argparse.SUPPRESS)
     ap.add_argument("--only-10x", action="store_true", help="only the 10x corpus (its own process, so peak RSS is its own)")
+    ap.add_argument("--pipeline-10x", action="store_true", help="only the sharded pipeline on the 10x corpus (own process)")
+    ap.add_argument("--funnel-rows", type=int, default=3000, help="rows the tutorial five-filter funnel baseline runs on")
     a = ap.parse_args()
+    if a.pipeline_10x:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "sharegpt-10x.jsonl"
+            n = write_scaled_corpus(p, a.scale)
+            print(f"{a.scale}x corpus: {n:,} conversations (every turn of each copy perturbed)")
+            pipeline_rates(False, str(p), label=f"sharded pipeline on the {a.scale}x corpus, embedding stages excluded")
+        print(f"peak RSS of the {a.scale}x pipeline run: {peak_rss_mb():,.0f} MB")
+        return
     if not a.only_10x:
         import subprocess
         import sys
+        from pathlib import Path
 
+        from sftloop.settings import repo_root
+
+        human_label_agreement(Path(repo_root()) / "data" / "review" / "near-dups-labels.parquet")
         pipeline_rates(a.full)
+        with open(assets.path("sharegpt-v3-partial"), encoding="utf-8") as f:
+            convs = [json.loads(line)["conversations"] for line in f]
+        base_f = baseline_funnel(convs[: a.funnel_rows])
+        print(f"tutorial five-filter funnel (row by row), {a.funnel_rows} rows: {base_f:,.0f} conv/s")
+        ours_f = pipeline_rates(False, stages=FUNNEL5, label="ours, the same five filters")
+        print(f"five-filter funnel: ours {ours_f:,.0f} conv/s vs tutorial {base_f:,.0f} conv/s -> {ours_f / base_f:.1f}x")
+        sys.stdout.flush()
     texts = load_texts()
     print(f"ShareGPT asset: {len(texts)} conversations")
     if not a.only_10x:
@@ -177,6 +282,9 @@ def main() -> None:
         print(f"peak RSS so far (pipeline + 1x): {peak_rss_mb():,.0f} MB; the {a.scale}x corpus runs in its own process:")
         sys.stdout.flush()
         r = subprocess.run([sys.executable, __file__, "--only-10x", "--scale", str(a.scale), "--base-rate", str(base_rate)])
+        if r.returncode:
+            raise SystemExit(r.returncode)
+        r = subprocess.run([sys.executable, __file__, "--pipeline-10x", "--scale", str(a.scale)])
         raise SystemExit(r.returncode)
     base_rate = a.base_rate
     big, origin = make_corpus(texts, a.scale)

@@ -37,27 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--root", default=None)
     a = ap.parse_args(argv)
     root = Path(a.root) if a.root else repo_root()
-    if a.cmd == "grade":
+    if a.cmd in ("grade", "generate"):
         from evaluate.backends import BackendError
-        from evaluate.file_tasks import grade_file
+        from evaluate.file_tasks import generate_file, grade_file
 
         try:
-            res = grade_file(Path(a.input), Path(a.output), a.judge, root, root / "models.toml")
+            if a.cmd == "grade":
+                res = grade_file(Path(a.input), Path(a.output), a.judge, root, root / "models.toml")
+                print(f"graded {res['graded'].sum()} of {res.height} rows with {a.judge}: {a.output}")
+            else:
+                res = generate_file(Path(a.input), Path(a.output), a.model, root, root / "models.toml", a.max_new_tokens)
+                print(f"generated {res.height} answers with {a.model}: {a.output}")
         except (ValueError, BackendError, KeyError, FileNotFoundError) as e:
-            print(f"grade: {e}", file=sys.stderr)
+            print(f"{a.cmd}: {e}", file=sys.stderr)
             return 2
-        print(f"graded {res['graded'].sum()} of {res.height} rows with {a.judge}: {a.output}")
-        return 0
-    if a.cmd == "generate":
-        from evaluate.backends import BackendError
-        from evaluate.file_tasks import generate_file
-
-        try:
-            res = generate_file(Path(a.input), Path(a.output), a.model, root, root / "models.toml", a.max_new_tokens)
-        except (ValueError, BackendError, KeyError, FileNotFoundError) as e:
-            print(f"generate: {e}", file=sys.stderr)
-            return 2
-        print(f"generated {res.height} answers with {a.model}: {a.output}")
         return 0
     if a.cmd == "golden-freeze":
         from evaluate.golden import freeze

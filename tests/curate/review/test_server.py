@@ -41,7 +41,8 @@ def test_search_filters_sort_paging_progress_and_similarity(endpoint):
     ds = rg.Dataset(name="search-check", workspace=endpoint.workspace, settings=settings, client=client).create()
     rows = [("red apple pie", "red", 3, [1, 0, 0]), ("green apple", "green", 1, [0.9, 0.1, 0]),
             ("red car", "red", 7, [0, 1, 0]), ("blue sky", "blue", 5, [0, 0, 1]), ("red red rose", "red", 2, [0, 0.8, 0.2])]
-    ds.records.log([rg.Record(id=f"r{i}", fields={"text": t}, metadata={"colour": c, "size": s}, vectors={"v": v})
+    ds.records.log([rg.Record(id=f"r{i}", fields={"text": t}, metadata={"colour": c, "size": s}, vectors={"v": v},
+                              suggestions=[rg.Suggestion("label", "a" if i % 2 == 0 else "b", score=i / 10)])
                     for i, (t, c, s, v) in enumerate(rows)])
     ext = lambda res: [i["record"]["external_id"] for i in res["items"]]  # noqa: E731
 
@@ -55,6 +56,10 @@ def test_search_filters_sort_paging_progress_and_similarity(endpoint):
     ranged = {"filters": {"and": [{"type": "range", "scope": {"entity": "metadata", "metadata_property": "size"},
                                    "ge": 2, "le": 5}]}}
     assert sorted(ext(search(endpoint, OWNER_KEY, "search-check", ranged))) == ["r0", "r3", "r4"]
+    by_suggestion = {"filters": {"and": [{"type": "terms", "scope": {"entity": "suggestion", "question": "label",
+                                                                      "property": "value"}, "values": ["a"]}]},
+                     "sort": [{"scope": {"entity": "suggestion", "question": "label", "property": "score"}, "order": "desc"}]}
+    assert ext(search(endpoint, OWNER_KEY, "search-check", by_suggestion)) == ["r4", "r2", "r0"]
     page = search(endpoint, OWNER_KEY, "search-check", {}, offset=2, limit=2)
     assert page["total"] == 5 and len(page["items"]) == 2
 
@@ -68,6 +73,8 @@ def test_search_filters_sort_paging_progress_and_similarity(endpoint):
     assert search(endpoint, OWNER_KEY, "search-check", pending)["total"] == 5
     submitted = {"filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["submitted"]}]}}
     assert ext(search(endpoint, ANNOTATOR_KEY, "search-check", submitted)) == ["r1"]
+    answered_a = {"filters": {"and": [{"type": "terms", "scope": {"entity": "response", "question": "label"}, "values": ["a"]}]}}
+    assert ext(search(endpoint, ANNOTATOR_KEY, "search-check", answered_a)) == ["r1"]
     ds_id = str(ds.id)
     from .review_helpers import ui_api
 
