@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ServerConfig(port=a.port, redis_port=a.redis_port)
             if a.home:
                 cfg.home = Path(a.home)
-            serve_forever(cfg)
+            try:
+                serve_forever(cfg)
+            except KeyboardInterrupt:
+                print("review server: stopped during start-up")
+            except (RuntimeError, TimeoutError, FileNotFoundError) as e:
+                print(str(e), file=sys.stderr)
+                return 2
             return 0
         ep = Endpoint.from_env(a.url)
         if a.cmd == "push":

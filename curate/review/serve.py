@@ -183,12 +183,17 @@ def start(cfg: ServerConfig, log_dir: Path | None = None, timeout: float = 120.0
 
 
 def serve_forever(cfg: ServerConfig) -> None:
-    """`just review-server`: start everything, print where to go, stop it all on Ctrl-C."""
+    """`just review-server`: start everything, print where to go, stop it all on Ctrl-C (or SIGTERM)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)  # also when started with SIGINT ignored (background jobs)
+    signal.signal(signal.SIGTERM, interrupt)
     run = start(cfg)
     print(f"Argilla UI: {cfg.url}  (search engine: {cfg.search_engine}, data: {cfg.home})")
     print(f"  owner     {credential('SFTLOOP_ARGILLA_OWNER')} / {credential('SFTLOOP_ARGILLA_OWNER_PASSWORD')}")
     print(f"  annotator {credential('SFTLOOP_ARGILLA_ANNOTATOR')} / {credential('SFTLOOP_ARGILLA_ANNOTATOR_PASSWORD')}")
-    print(f"  pids {run.pids()}; Ctrl-C stops them")
+    print(f"  pids {run.pids()}; Ctrl-C stops them", flush=True)
     try:
         while all(p.poll() is None for p in run.procs.values()):
             time.sleep(1)

@@ -91,3 +91,37 @@ def test_search_filters_sort_paging_progress_and_similarity(endpoint):
     sim = search(endpoint, OWNER_KEY, "search-check",
                  {"query": {"vector": {"name": "v", "record_id": rid["r0"], "order": "most_similar"}}}, limit=2)
     assert ext(sim)[0] == "r1" and "r0" not in ext(sim) and sim["items"][0]["query_score"] > 0.99
+
+
+def test_review_server_command_stops_every_process_on_ctrl_c(tmp_path):
+    """`just review-server`: banner with the UI URL and PIDs; SIGINT (Ctrl-C) stops Redis, server and worker."""
+    import ast
+    import os
+    import signal
+    import sys
+    import time
+
+    port, rport = serve.free_port(), serve.free_port()
+    p = subprocess.Popen([sys.executable, "-m", "curate.review", "server", "--port", str(port), "--redis-port", str(rport),
+                          "--home", str(tmp_path / "argilla")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C" in line or not line:
+            break
+    banner = "".join(lines)
+    assert f"Argilla UI: http://127.0.0.1:{port}" in banner and "annotator" in banner, banner
+    pids = ast.literal_eval(banner.split("pids ", 1)[1].split(";", 1)[0])
+    assert set(pids) == {"redis", "server", "worker"}
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=30) == 0
+    time.sleep(0.5)
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/status") as f:  # a zombie is dead too (reaped by init later)
+            assert "zombie" in f.read(), f"{name} (pid {pid}) still running"
