@@ -91,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from curate.mine.queue import failures_for_review
     from curate.review.client import Endpoint, ReviewError
-    from curate.review.push import push_failures
+    from curate.review.push import push_failures, queued_prompts
 
     failures = pl.read_parquet(out / "failures.parquet")
     if failures.height == 0:
         print("no failures this week: nothing to push")
         return 0
     try:
-        res = push_failures(Endpoint.from_env(a.url), failures_for_review(failures))
+        ep = Endpoint.from_env(a.url)
+        res = push_failures(ep, failures_for_review(failures, queued_prompts=queued_prompts(ep)))
     except ReviewError as e:
         print(f"{e}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
         return 2

@@ -15,10 +15,12 @@ REASON_WEIGHT = {"hard:thumbs_down": 3.0, "soft:judge_low": 2.0, "format:invalid
                  "behaviour:language_mismatch": 1.0}
 
 
-def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float = 0.95) -> pl.DataFrame:
+def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float = 0.95,
+                        queued_prompts: list[str] | None = None) -> pl.DataFrame:
     """Add `id` (chat-record id of prompt + bad answer), `messages` and `priority`; collapse near-duplicate
     prompts (MiniLM cosine >= threshold, keep the highest priority of each group, count the rest in
-    `duplicates`); order by priority, highest first."""
+    `duplicates`); drop prompts within the threshold of one the queue already holds (`queued_prompts`);
+    order by priority, highest first."""
     if failures.height == 0:
         return failures
     sizes = failures.group_by("cluster").len().rename({"len": "_size"})
@@ -43,5 +45,11 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
     rep = cluster_by_centers(df.height, pairs[:, :2].astype(np.int64), rank, lambda i, j: float(emb[i] @ emb[j]) >= threshold)
     keep = rep == np.arange(df.height)
     dups = np.bincount(rep, minlength=df.height) - 1
+    if queued_prompts:  # already in the queue (an earlier week, or a rerun): a near-duplicate adds nothing
+        q = embedder.encode(list(queued_prompts))
+        near = similar_pairs(emb, q, threshold)
+        queued = np.zeros(df.height, dtype=bool)
+        queued[near[:, 0].astype(np.int64)] = True
+        keep &= ~queued
     df = df.with_columns(duplicates=pl.Series(dups.astype(np.int64)))
     return df.filter(pl.Series(keep)).sort(["priority", "id"], descending=[True, False])

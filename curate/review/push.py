@@ -29,6 +29,21 @@ def existing_ids(ds) -> set[str]:
     return {str(r.id) for r in ds.records(with_responses=False, with_suggestions=False)}
 
 
+def queued_prompts(ep: Endpoint) -> list[str]:
+    """The last user turn of every record in the failures queue (for near-dup checks before a push)."""
+    client = connect(ep)
+    ws = workspace(client, ep)
+    ds = client.datasets(name=Q.FAILURES, workspace=ws)
+    if ds is None:
+        return []
+    out = []
+    for r in ds.records(with_responses=False, with_suggestions=False):
+        msgs = r.fields.get("prompt") or []
+        last = msgs[-1] if msgs else None
+        out.append(last.get("content", "") if isinstance(last, dict) else getattr(last, "content", ""))
+    return out
+
+
 def _log(ds, records: list) -> int:
     if records:
         ds.records.log(records, batch_size=256)
