@@ -19,8 +19,8 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
                         queued_prompts: list[str] | None = None) -> pl.DataFrame:
     """Add `id` (chat-record id of prompt + bad answer), `messages` and `priority`; collapse near-duplicate
     prompts (MiniLM cosine >= threshold, keep the highest priority of each group, count the rest in
-    `duplicates`); drop prompts within the threshold of one the queue already holds (`queued_prompts`);
-    order by priority, highest first."""
+    `duplicates`); mark prompts within the threshold of one the queue already holds (`queued_prompts`)
+    with `already_queued` (the push skips them); order by priority, highest first."""
     if failures.height == 0:
         return failures
     sizes = failures.group_by("cluster").len().rename({"len": "_size"})
@@ -46,10 +46,9 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
     keep = rep == np.arange(df.height)
     dups = np.bincount(rep, minlength=df.height) - 1
     if queued_prompts:  # already in the queue (an earlier week, or a rerun): a near-duplicate adds nothing
-        q = embedder.encode(list(queued_prompts))
-        near = similar_pairs(emb, q, threshold)
-        queued = np.zeros(df.height, dtype=bool)
+        near = similar_pairs(emb, embedder.encode(list(queued_prompts)), threshold)
+    queued = np.zeros(df.height, dtype=bool)
+    if queued_prompts:
         queued[near[:, 0].astype(np.int64)] = True
-        keep &= ~queued
-    df = df.with_columns(duplicates=pl.Series(dups.astype(np.int64)))
+    df = df.with_columns(duplicates=pl.Series(dups.astype(np.int64)), already_queued=pl.Series(queued))
     return df.filter(pl.Series(keep)).sort(["priority", "id"], descending=[True, False])

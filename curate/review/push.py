@@ -110,10 +110,11 @@ def push_near_dups(ep: Endpoint, version_dir: Path, limit: int | None = None) ->
 
 def push_failures(ep: Endpoint, failures: pl.DataFrame) -> dict:
     """Mined failures (rows with id, messages, response, reasons, week, cluster, priority) → the failures
-    queue; ids the queue already holds are skipped, so a rerun of a week adds nothing twice."""
+    queue; ids the queue already holds, and rows marked `already_queued` (a near-duplicate prompt is
+    queued), are skipped, so a rerun of a week adds nothing twice."""
     client = connect(ep)
     ds = dataset_for(client, ep, Q.FAILURES)
     have = existing_ids(ds)
-    new = [r for r in failures.iter_rows(named=True) if r["id"] not in have]
+    new = [r for r in failures.iter_rows(named=True) if r["id"] not in have and not r.get("already_queued")]
     return {"queue": Q.FAILURES, "pushed": _log(ds, [Q.failure_record(r) for r in new]),
             "already_queued": failures.height - len(new)}

@@ -27,4 +27,5 @@ def test_priority_ids_and_near_dup_collapse():
 
 def test_prompts_already_queued_are_not_pushed_again():
     out = failures_for_review(_failures(), queued_prompts=["How do I reset my password?!", "Something unrelated entirely."])
-    assert "r2" not in out["request_id"].to_list() and out.height == 2
+    assert out.filter(pl.col("already_queued"))["request_id"].to_list() == ["r2"]
+    assert not failures_for_review(_failures())["already_queued"].any()
