@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from types import SimpleNamespace
 from typing import Any, Iterable, List, Optional, Union
 
 from argilla_server.enums import (
@@ -28,6 +29,7 @@ from argilla_server.enums import (
 from argilla_server.models import (
     Dataset,
     MetadataProperty,
+    Question,
     Record,
     Response,
     Suggestion,
@@ -53,7 +55,6 @@ from argilla_server.search_engine.base import (
     TextQuery,
 )
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
 ENGINE_NAME = "sql"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -100,20 +101,34 @@ def _text_score(record: Record, query: Optional[Union[TextQuery, str]]) -> Optio
 
 
 class _Doc:
-    """The values a filter or sort can look at, read once per record."""
+    """The values a filter or sort can look at, read once per record (plain rows, not ORM objects:
+    building 8,000 ORM records with their relationships cost most of a query's time)."""
 
-    def __init__(self, record: Record):
+    def __init__(self, record: SimpleNamespace):
         self.record = record
         self.metadata = record.metadata_ or {}
-        self.suggestions = {s.question.name: s for s in record.suggestions}
-        self.responses: List[Response] = list(record.responses)
+        self.suggestions: dict[str, SimpleNamespace] = {}
+        self.responses: List[SimpleNamespace] = []
+        self.vectors: dict = {}
+        self.score = 1.0
 
     def record_property(self, name: str) -> Any:
         v = getattr(self.record, name, None)
         return str(v) if name in ("id",) and v is not None else v
 
-    def responses_by(self, user: Optional[User]) -> List[Response]:
+    def responses_by(self, user: Optional[User]) -> List[SimpleNamespace]:
         return [r for r in self.responses if user is None or r.user_id == user.id]
+
+
+def _scopes(node) -> list:
+    """Every scope a filter tree or a sort list refers to."""
+    if node is None:
+        return []
+    if isinstance(node, (list, tuple)):
+        return [s for n in node for s in _scopes(n)]
+    if isinstance(node, AndFilter):
+        return _scopes(node.filters)
+    return [node.scope]
 
 
 def _matches_values(value: Any, f: Union[TermsFilter, RangeFilter]) -> bool:
@@ -270,20 +285,48 @@ class SQLSearchEngine(SearchEngine):
         return None
 
     # -- queries ---------------------------------------------------------------------------------
-    async def _docs(self, dataset_id, with_vectors: bool = False) -> List[_Doc]:
-        opts = [
-            selectinload(Record.responses),
-            selectinload(Record.suggestions).selectinload(Suggestion.question),
-        ]
-        if with_vectors:
-            from argilla_server.models import Vector
-
-            opts.append(selectinload(Record.vectors).selectinload(Vector.vector_settings))
+    async def _docs(self, dataset_id, fields: bool = False, responses: bool = False, suggestions: bool = False,
+                    vectors=None) -> List[_Doc]:
+        """The dataset's records with only what the query needs: `fields` for a text query, responses
+        and suggestions when a filter or sort refers to them, one vector setting for similarity."""
+        cols = [Record.id, Record.external_id, Record.status, Record.inserted_at, Record.updated_at, Record.metadata_]
+        if fields:
+            cols.append(Record.fields)
         async with _session() as db:
-            rows = await db.execute(
-                select(Record).where(Record.dataset_id == dataset_id).options(*opts).order_by(Record.inserted_at, Record.id)
-            )
-            return [_Doc(r) for r in rows.scalars().unique().all()]
+            rows = (await db.execute(select(*cols).where(Record.dataset_id == dataset_id)
+                                     .order_by(Record.inserted_at, Record.id))).all()
+            docs = {r.id: _Doc(SimpleNamespace(**r._mapping, **({} if fields else {"fields": {}}))) for r in rows}
+            if responses:
+                q = (select(Response.record_id, Response.user_id, Response.status, Response.values)
+                     .join(Record, Record.id == Response.record_id).where(Record.dataset_id == dataset_id))
+                for r in (await db.execute(q)).all():
+                    if r.record_id in docs:
+                        docs[r.record_id].responses.append(SimpleNamespace(**r._mapping))
+            if suggestions:
+                q = (select(Suggestion.record_id, Question.name, Suggestion.value, Suggestion.score, Suggestion.agent,
+                            Suggestion.type)
+                     .join(Question, Question.id == Suggestion.question_id)
+                     .join(Record, Record.id == Suggestion.record_id).where(Record.dataset_id == dataset_id))
+                for r in (await db.execute(q)).all():
+                    if r.record_id in docs:
+                        docs[r.record_id].suggestions[r.name] = SimpleNamespace(**r._mapping)
+            if vectors is not None:
+                from argilla_server.models import Vector
+
+                q = select(Vector.record_id, Vector.value).where(Vector.vector_settings_id == vectors.id)
+                for r in (await db.execute(q)).all():
+                    if r.record_id in docs:
+                        docs[r.record_id].vectors[vectors.id] = r.value
+        return list(docs.values())
+
+    async def _docs_for(self, dataset_id, query, filter, sort, vectors=None) -> List[_Doc]:
+        scopes = _scopes(filter) + _scopes(sort)
+        return await self._docs(
+            dataset_id, fields=query is not None,
+            responses=any(isinstance(sc, ResponseFilterScope) for sc in scopes),
+            suggestions=any(isinstance(sc, SuggestionFilterScope) for sc in scopes),
+            vectors=vectors,
+        )
 
     async def get_dataset_progress(self, dataset: Dataset) -> dict:
         if dataset.is_draft:
@@ -323,7 +366,7 @@ class SQLSearchEngine(SearchEngine):
         user_id: Optional[str] = None,
     ) -> SearchResponses:
         hits = []
-        for doc in await self._docs(dataset.id):
+        for doc in await self._docs_for(dataset.id, query, filter, sort):
             score = _text_score(doc.record, query)
             if score is None or (filter is not None and not _matches(doc, filter)):
                 continue
@@ -358,10 +401,10 @@ class SQLSearchEngine(SearchEngine):
             raise ValueError("Cannot find a vector value to apply with provided info")
         tnorm = math.sqrt(sum(x * x for x in target)) or 1.0
         scored = []
-        for doc in await self._docs(dataset.id, with_vectors=True):
+        for doc in await self._docs_for(dataset.id, query, filter, None, vectors=vector_settings):
             if record is not None and doc.record.id == record.id:
                 continue
-            vec = next((v.value for v in doc.record.vectors if v.vector_settings_id == vector_settings.id), None)
+            vec = doc.vectors.get(vector_settings.id)
             if not vec or _text_score(doc.record, query) is None or (filter is not None and not _matches(doc, filter)):
                 continue
             cos = sum(a * b for a, b in zip(target, vec)) / (tnorm * (math.sqrt(sum(x * x for x in vec)) or 1.0))
