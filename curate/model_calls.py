@@ -45,10 +45,14 @@ def judge_scores(rows: pl.DataFrame, judge: str, root: Path, timeout: float = 36
         return pl.read_parquet(out)
 
 
-def generate(rows: pl.DataFrame, model: str, root: Path, max_new_tokens: int = 128, timeout: float = 3600) -> pl.DataFrame:
-    """rows: id + messages (ending with the user turn) → id, response, model."""
+def generate(rows: pl.DataFrame, model: str, root: Path, max_new_tokens: int = 128, timeout: float = 3600,
+             samples: int = 0, temperature: float = 0.8) -> pl.DataFrame:
+    """rows: id + messages (ending with the user turn) → id, response, model (+ `sample` with samples > 0)."""
     with tempfile.TemporaryDirectory() as d:
         src, out = Path(d) / "in.parquet", Path(d) / "out.parquet"
         rows.select("id", "messages").write_parquet(src)
-        _run(["generate", str(src), str(out), "--model", model, "--max-new-tokens", str(max_new_tokens)], root, timeout)
+        args = ["generate", str(src), str(out), "--model", model, "--max-new-tokens", str(max_new_tokens)]
+        if samples:
+            args += ["--samples", str(samples), "--temperature", str(temperature)]
+        _run(args, root, timeout)
         return pl.read_parquet(out)

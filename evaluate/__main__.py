@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ge.add_argument("output", help="Parquet: id, response, model")
     ge.add_argument("--model", default="prod", help="registry entry (default: prod)")
     ge.add_argument("--max-new-tokens", type=int, default=128)
+    ge.add_argument("--samples", type=int, default=0, help="N temperature-sampled answers per row instead of the greedy one")
+    ge.add_argument("--temperature", type=float, default=0.8)
     ge.add_argument("--root", default=None)
     f = sub.add_parser("golden-freeze", help="record the golden set's sha256 as a new version")
     f.add_argument("--note", default="")
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 res = grade_file(Path(a.input), Path(a.output), a.judge, root, root / "models.toml")
                 print(f"graded {res['graded'].sum()} of {res.height} rows with {a.judge}: {a.output}")
             else:
-                res = generate_file(Path(a.input), Path(a.output), a.model, root, root / "models.toml", a.max_new_tokens)
+                res = generate_file(Path(a.input), Path(a.output), a.model, root, root / "models.toml", a.max_new_tokens,
+                                    a.samples, a.temperature)
                 print(f"generated {res.height} answers with {a.model}: {a.output}")
         except (ValueError, BackendError, KeyError, FileNotFoundError) as e:
             print(f"{a.cmd}: {e}", file=sys.stderr)

@@ -135,6 +135,24 @@ class HFBackend:
 
         return self._cached_map("chat", convs, {"max_new_tokens": max_new_tokens, "greedy": True}, compute)
 
+    def sample(self, convs: list[list[dict]], n: int, temperature: float = 0.8, max_new_tokens: int = 128,
+               seed: int = 0) -> list[list[str]]:
+        """`n` sampled answers per conversation (temperature sampling, seeded per batch, cached)."""
+        items = [{"conv": c, "k": k} for c in convs for k in range(n)]
+
+        def compute(batch):
+            enc = self.tok(self._prompts([b["conv"] for b in batch]), return_tensors="pt", padding=True,
+                           add_special_tokens=False)
+            self.torch.manual_seed(int(_h(batch)[:8], 16) + seed)
+            with self.torch.no_grad():
+                gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                          top_p=1.0, top_k=0, eos_token_id=self.tok.eos_token_id,
+                                          pad_token_id=self.tok.pad_token_id)
+            return [self.tok.decode(g[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for g in gen]
+
+        flat = self._cached_map("sample", items, {"max_new_tokens": max_new_tokens, "t": temperature, "seed": seed}, compute)
+        return [flat[i * n:(i + 1) * n] for i in range(len(convs))]
+
     def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
         ids = {lab: self.tok.encode(lab, add_special_tokens=False)[0] for lab in labels}
 
@@ -202,6 +220,19 @@ class OpenAIBackend:
             return (r.choices[0].message.content or "").strip()
 
         return self._call(fn, convs, "chat", {"max_new_tokens": max_new_tokens})
+
+    def sample(self, convs: list[list[dict]], n: int, temperature: float = 0.8, max_new_tokens: int = 128,
+               seed: int = 0) -> list[list[str]]:
+        """`n` sampled answers per conversation, one request each with its own seed (cached)."""
+        items = [{"conv": c, "k": k} for c in convs for k in range(n)]
+
+        def fn(item):
+            r = self.client.chat.completions.create(model=self.entry.model, messages=item["conv"], max_tokens=max_new_tokens,
+                                                    temperature=temperature, seed=seed + item["k"])
+            return (r.choices[0].message.content or "").strip()
+
+        flat = self._call(fn, items, "sample", {"max_new_tokens": max_new_tokens, "t": temperature, "seed": seed})
+        return [flat[i * n:(i + 1) * n] for i in range(len(convs))]
 
     def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
         """Label log-probabilities from `top_logprobs` when the server gives them (vLLM, llama.cpp).

@@ -77,15 +77,24 @@ def grade_file(src: Path, out: Path, judge: str, root: Path, registry_path: Path
 
 
 def generate_file(src: Path, out: Path, model: str, root: Path, registry_path: Path | None = None,
-                  max_new_tokens: int = 128) -> pl.DataFrame:
-    """IN: `id` + `messages` (ending with the user turn to answer). OUT: `id`, `response`, `model`."""
+                  max_new_tokens: int = 128, samples: int = 0, temperature: float = 0.8) -> pl.DataFrame:
+    """IN: `id` + `messages` (ending with the user turn to answer). OUT: `id`, `response`, `model`;
+    with `samples` > 0, that many temperature-sampled answers per row (`sample` = 0..n-1) instead of
+    the greedy one."""
     df = _read(src)
     for col in ("id", "messages"):
         if col not in df.columns:
             raise ValueError(f"{src}: field {col} missing")
     convs = [[{"role": m["role"], "content": m["content"]} for m in msgs] for msgs in df["messages"].to_list()]
-    answers = backend_for(model, root, Cache(), registry_path).chat(convs, max_new_tokens)
-    res = pl.DataFrame({"id": df["id"], "response": answers}).with_columns(model=pl.lit(model))
+    backend = backend_for(model, root, Cache(), registry_path)
+    if samples > 0:
+        outs = backend.sample(convs, samples, temperature, max_new_tokens)
+        res = pl.DataFrame({"id": [i for i in df["id"].to_list() for _ in range(samples)],
+                            "sample": [k for _ in convs for k in range(samples)],
+                            "response": [a for o in outs for a in o]}).with_columns(model=pl.lit(model))
+    else:
+        answers = backend.chat(convs, max_new_tokens)
+        res = pl.DataFrame({"id": df["id"], "response": answers}).with_columns(model=pl.lit(model))
     out.parent.mkdir(parents=True, exist_ok=True)
     res.write_parquet(out)
     return res

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--judge", default=None, help="registry entry to grade the week's answers (soft failures)")
     r.add_argument("--judge-sample", type=int, default=None, help="grade a seeded sample of this many rows (default: all)")
     r.add_argument("--judge-threshold", type=float, default=None, help="judge score (1-5) below which a row is a failure (2.5)")
+    r.add_argument("--uncertainty-model", default=None, help="local registry entry: sample answers, flag disagreement")
+    r.add_argument("--uncertainty-samples", type=int, default=4)
+    r.add_argument("--uncertainty-threshold", type=float, default=0.5, help="1 - mean pairwise cosine above which a row is flagged")
     r.add_argument("--no-push", action="store_true", help="do not push failures to the Argilla failures queue")
     r.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
     d = sub.add_parser("demo-logs", help="make demo production logs: the prod model answers held-out prompts")
@@ -79,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
         out = run(logs, root / a.reports, a.week, reference, progress=True, judge=judge,
-                  judge_sample=a.judge_sample, judge_threshold=threshold, root=root)
+                  judge_sample=a.judge_sample, judge_threshold=threshold, root=root,
+                  uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,
+                  uncertainty_threshold=a.uncertainty_threshold)
     except (FileNotFoundError, ModelCallError) as e:
         print(f"mine: {e}", file=sys.stderr)
         return 2

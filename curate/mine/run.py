@@ -38,9 +38,13 @@ def reference_prompts(reference: Path | None) -> list[str]:
 
 def run(logs: str, out_root: Path, week: str | None = None, reference: Path | None = None,
         embedder=None, progress: bool = False, judge: str | None = None, judge_sample: int | None = None,
-        judge_threshold: float = 2.5, root: Path | None = None) -> Path:
+        judge_threshold: float = 2.5, root: Path | None = None, uncertainty_model: str | None = None,
+        uncertainty_samples: int = 4, uncertainty_threshold: float = 0.5) -> Path:
     """`judge`: a registry entry graded through `python -m evaluate grade` (all rows of the week, or a
-    seeded sample of `judge_sample`); a score below `judge_threshold` (1-5) adds `soft:judge_low`."""
+    seeded sample of `judge_sample`); a score below `judge_threshold` (1-5) adds `soft:judge_low`.
+    `uncertainty_model`: a local registry entry samples `uncertainty_samples` answers per prompt (same
+    sample of rows as the judge); disagreement (1 - mean pairwise MiniLM cosine) above
+    `uncertainty_threshold` adds `uncertainty:disagreement`."""
     rows, stats = read_logs(logs, out_root / ".mine-quarantine.jsonl")
     week, sel = select_week(rows, week)
     out = out_root / f"mine-{week}"
@@ -66,11 +70,13 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
         x["reasons"] = D.detect(x["prompt"], x["response"], x["feedback"], x["expects_json"],
                                 langs[i], langs[len(recs) + i])
     judge_info = _judge(recs, judge, judge_sample, judge_threshold, root or Path.cwd()) if judge and recs else None
-    flagged = [x for x in recs if x["reasons"]]
     if embedder is None:
         from curate.embed import Embedder
 
         embedder = Embedder(progress=progress)
+    unc_info = (_uncertainty(recs, uncertainty_model, uncertainty_samples, uncertainty_threshold, judge_sample,
+                             root or Path.cwd(), embedder) if uncertainty_model and recs else None)
+    flagged = [x for x in recs if x["reasons"]]
     emb_all = embedder.encode([x["prompt"] for x in recs]) if recs else np.zeros((0, 384), dtype=np.float32)
     idx = [i for i, x in enumerate(recs) if x["reasons"]]
     labels = U.cluster(emb_all[idx]) if idx else np.zeros(0, dtype=int)
@@ -94,6 +100,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
         "judge_trend": U.judge_trend(weekly_means, week) if weekly_means else {"note": "no automated_score in the logs"},
         "per_category": U.per_category([x["category"] for x in recs], [bool(x["reasons"]) for x in recs]),
         "judge_this_week": judge_info or {"note": "no judge configured (--judge)"},
+        "uncertainty": unc_info or {"note": "no local model for sampled answers (--uncertainty-model)"},
     }
     reasons = dict(Counter(reason for x in flagged for reason in x["reasons"]).most_common())
     clusters = Counter(x["cluster"] for x in flagged)
@@ -111,12 +118,9 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
 
 def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, root: Path) -> dict:
     """Grade (a seeded sample of) this week's exchanges with the judge; mark low scores as failures."""
-    import hashlib
-
     from curate.model_calls import judge_scores
 
-    order = sorted(range(len(recs)), key=lambda i: hashlib.sha256(recs[i]["request_id"].encode()).hexdigest())
-    chosen = order[:sample] if sample else order
+    chosen = _chosen(recs, sample)
     rows = pl.DataFrame({"id": [recs[i]["request_id"] for i in chosen],
                          "messages": [recs[i]["messages"] + [{"role": "assistant", "content": recs[i]["response"] or "(empty)"}]
                                       for i in chosen]})
@@ -130,6 +134,38 @@ def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, r
     return {"judge": judge, "graded": len(vals), "of": len(recs), "threshold": threshold,
             "mean_score": round(float(np.mean(vals)), 4) if vals else None,
             "below_threshold": sum(v < threshold for v in vals), "ungraded": len(chosen) - len(vals)}
+
+
+def _chosen(recs: list[dict], sample: int | None) -> list[int]:
+    """All rows, or a seeded sample (by request id hash) of `sample` rows: the same rows for every signal."""
+    import hashlib
+
+    order = sorted(range(len(recs)), key=lambda i: hashlib.sha256(recs[i]["request_id"].encode()).hexdigest())
+    return order[:sample] if sample else order
+
+
+def _uncertainty(recs: list[dict], model: str, n: int, threshold: float, sample: int | None, root: Path, embedder) -> dict:
+    """Sample `n` answers per prompt from a local model; flag prompts whose answers disagree."""
+    from curate.model_calls import generate
+
+    chosen = _chosen(recs, sample)
+    rows = pl.DataFrame({"id": [recs[i]["request_id"] for i in chosen], "messages": [recs[i]["messages"] for i in chosen]})
+    out = generate(rows, model, root, max_new_tokens=64, samples=n)
+    by_id: dict[str, list[str]] = {}
+    for r in out.sort("id", "sample").iter_rows(named=True):
+        by_id.setdefault(r["id"], []).append(r["response"] or "(empty)")
+    scores = []
+    for i in chosen:
+        answers = by_id.get(recs[i]["request_id"], [])
+        d = U.disagreement(embedder.encode(answers)) if len(answers) > 1 else float("nan")
+        recs[i]["disagreement"] = None if np.isnan(d) else round(d, 4)
+        if not np.isnan(d):
+            scores.append(d)
+            if d > threshold:
+                recs[i]["reasons"].append("uncertainty:disagreement")
+    return {"model": model, "samples_per_prompt": n, "prompts": len(scores), "threshold": threshold,
+            "mean_disagreement": round(float(np.mean(scores)), 4) if scores else None,
+            "above_threshold": int(sum(d > threshold for d in scores))}
 
 
 def _chart(counter: dict, title: str) -> str:

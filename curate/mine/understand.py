@@ -87,3 +87,12 @@ def per_category(categories: list[str | None], flagged: list[bool], prev_rates: 
         if prev_rates and cat in prev_rates:
             d["change"] = d["failure_rate"] - prev_rates[cat]
     return out
+
+
+def disagreement(emb: np.ndarray) -> float:
+    """1 - mean pairwise cosine among N sampled answers (L2-normalised embeddings): 0 = all alike."""
+    n = len(emb)
+    if n < 2:
+        return float("nan")
+    sims = emb @ emb.T
+    return float(1 - (sims.sum() - np.trace(sims)) / (n * (n - 1)))

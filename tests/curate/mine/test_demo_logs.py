@@ -50,3 +50,24 @@ def test_demo_logs_then_judge_graded_mining(tmp_path):
     assert b"@example.com" not in (out / "failures.parquet").read_bytes()
     if any(r.user_feedback for r in this_week):
         assert "SIMULATED" in (out / "report.md").read_text() and "SIMULATED" in (out / "report.html").read_text()
+
+    # uncertainty: the prod model samples answers; with a threshold below any disagreement every sampled row is flagged
+    out = run(str(path), tmp_path / "reports", week="2026-W47", root=tmp_path, uncertainty_model="prod",
+              uncertainty_samples=2, uncertainty_threshold=-1.0)
+    unc = json.loads((out / "drift.json").read_text())["uncertainty"]
+    assert unc["prompts"] == len(this_week) and unc["above_threshold"] == len(this_week)
+    fails = pl.read_parquet(out / "failures.parquet")
+    assert all("uncertainty:disagreement" in r for r in fails["reasons"].to_list())
+    assert all(0 <= d <= 2 for d in fails["disagreement"].to_list())
+
+
+def test_disagreement_is_zero_for_identical_answers_and_grows_with_difference():
+    import numpy as np
+
+    from curate.mine.understand import disagreement
+
+    same = np.tile(np.array([[1.0, 0.0]]), (3, 1))
+    assert disagreement(same) == 0.0
+    orth = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert disagreement(orth) == 1.0
+    assert np.isnan(disagreement(same[:1]))
