@@ -57,16 +57,6 @@ class RunResult:
     reports: dict
     borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
 
-    def frame(self) -> pl.DataFrame:
-        """All kept rows in memory (small runs and tests only)."""
-        return _concat(self.shards, PARQUET_SCHEMA | {"_row": pl.UInt32})
-
-
-def _concat(paths: list[Path], schema: dict) -> pl.DataFrame:
-    if not paths:
-        return pl.DataFrame(schema=schema)
-    return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed")
-
 
 class _Shards:
     """Numbered Parquet files under one directory."""

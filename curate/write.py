@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from curate.config import PipelineConfig, config_dict
-from curate.pipeline import RunResult
+from curate.pipeline import EXCLUDED_SCHEMA, RunResult
 from sftloop import assets
 
 
@@ -161,6 +161,8 @@ def write_derived_version(base: Path, parts: dict[str, pl.DataFrame], change: di
     the same decisions applied to the same parent give the same version.
     """
     parent_manifest = json.loads((parent / "manifest.json").read_text()) if parent else {"name": name, "counts": {}}
+    if "excluded" not in parts:  # nothing excluded by this step
+        parts = {**parts, "excluded": pl.DataFrame(schema=EXCLUDED_SCHEMA).drop("_row")}
     tmp = base / ".writing"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

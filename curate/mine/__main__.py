@@ -50,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--weeks", type=int, default=4)
     a = ap.parse_args(argv)
     root = repo_root()
-    if a.cmd == "run":
-        a.judge_threshold_given = a.judge_threshold is not None
-        a.judge_threshold = 2.5 if a.judge_threshold is None else a.judge_threshold
     if a.cmd == "demo-logs":
         from curate.mine.demo_logs import make_demo_logs
 
@@ -78,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if reference is None and (root / "data/datasets/sharegpt-demo").exists():
             reference = root / "data/datasets/sharegpt-demo"
         if judge is None:
-            judge, threshold = "base", (threshold if a.judge_threshold_given else DEMO_JUDGE_THRESHOLD)
+            judge, threshold = "base", DEMO_JUDGE_THRESHOLD if threshold is None else threshold
+    threshold = 2.5 if threshold is None else threshold
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
         out = run(logs, root / a.reports, a.week, reference, progress=True, judge=judge,

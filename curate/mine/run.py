@@ -168,6 +168,16 @@ def _uncertainty(recs: list[dict], model: str, n: int, threshold: float, sample:
             "above_threshold": int(sum(d > threshold for d in scores))}
 
 
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def _chart(counter: dict, title: str) -> str:
     import matplotlib
 
@@ -178,11 +188,7 @@ def _chart(counter: dict, title: str) -> str:
     keys = list(counter)[::-1]
     ax.barh([str(k) for k in keys], [counter[k] for k in keys], color="#4c78a8")
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _png(fig)
 
 
 def _line_chart(series: dict, title: str, mark: str | None = None) -> str:
@@ -198,11 +204,7 @@ def _line_chart(series: dict, title: str, mark: str | None = None) -> str:
         ax.plot([mark], [series[mark]], marker="o", color="#e45756", markersize=10)
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _png(fig)
 
 
 def _write_reports(out: Path, summary: dict, drift: dict) -> None:

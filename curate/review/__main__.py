@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.root) if a.root else repo_root()
     try:
         if a.cmd == "server":
-            from curate.review.serve import ServerConfig, ensure_server_venv, serve_forever
+            from curate.review.serve import ServerConfig, serve_forever
 
-            ensure_server_venv()
             cfg = ServerConfig(port=a.port, redis_port=a.redis_port)
             if a.home:
                 cfg.home = Path(a.home)

@@ -29,7 +29,7 @@ from curate.review.client import Endpoint, ReviewError, connect
 from curate.review.push import dataset_for
 from curate.write import write_derived_version
 from sftloop.datasets import resolve_version
-from sftloop.schema import PARQUET_SCHEMA
+from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
 @dataclass
@@ -220,20 +220,16 @@ def pull_failures(ep: Endpoint, root: Path, weight: float = 3.0, dataset: str = 
         msgs = [{"role": m["role"], "content": m["content"]} for m in prompt] + [{"role": "assistant", "content": text}]
         meta = {"review": {"queue": Q.FAILURES, "corrected_by": user, "original_answer": d.fields.get("bad_answer"),
                            "reasons": d.metadata.get("reasons"), "log_record_id": d.record_id}}
-        from sftloop.schema import content_id
-
         rows.append({"id": content_id(msgs), "messages": msgs, "source": f"mined:{week}",
                      "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True), "weight": float(weight)})
     if not rows:
         return None, {"queue": Q.FAILURES, "corrections": 0, "skipped_responses": skipped}
     train = pl.DataFrame(rows, schema=PARQUET_SCHEMA).unique("id", keep="first").sort("id")
-    empty = train.head(0)
-    excluded = empty.with_columns(stage=pl.lit(None, pl.String), reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
     change = {"step": "review-pull", "queue": Q.FAILURES, "decisions_sha256": _digest(decisions), "weight": weight,
               "corrections": train.height, "weeks": dict(sorted(Counter(train["source"].to_list()).items())),
               "reviewers": dict(sorted(Counter(u for d in decisions for u in d.answers).items())),
               "skipped_responses": dict(sorted(skipped.items()))}
-    path = write_derived_version(root / "data" / "datasets" / dataset, {"train": train, "val": empty, "excluded": excluded},
+    path = write_derived_version(root / "data" / "datasets" / dataset, {"train": train, "val": train.head(0)},
                                  change, parent=None, name=dataset)
     return path, change
 

@@ -31,10 +31,9 @@ def existing_ids(ds) -> set[str]:
 
 def queued_prompts(ep: Endpoint) -> list[str]:
     """The last user turn of every record in the failures queue (for near-dup checks before a push)."""
-    client = connect(ep)
-    ws = workspace(client, ep)
-    ds = client.datasets(name=Q.FAILURES, workspace=ws)
-    if ds is None:
+    try:
+        ds = dataset_for(connect(ep), ep, Q.FAILURES, create=False)
+    except ReviewError:  # no failures queue yet
         return []
     out = []
     for r in ds.records(with_responses=False, with_suggestions=False):

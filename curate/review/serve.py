@@ -21,7 +21,6 @@ from pathlib import Path
 
 from sftloop import settings
 
-SERVER_PINS = ["argilla-server==2.8.0", "click<8.2"]  # newer click breaks argilla-server's CLI
 LAUNCH = Path(__file__).resolve().parent / "server" / "launch.py"
 
 # Local-use defaults; set the environment variables for anything shared (docs/review.md).
@@ -42,17 +41,6 @@ def credential(name: str) -> str:
 
 def argilla_python() -> Path:
     return Path(os.environ.get("SFTLOOP_ARGILLA_PYTHON", settings.repo_root() / ".venv-argilla" / "bin" / "python"))
-
-
-def ensure_server_venv() -> Path:
-    """Create the argilla-server virtualenv when missing (about 35 s with a warm pip cache)."""
-    py = argilla_python()
-    if py.exists() and subprocess.run([py, "-c", "import argilla_server"], capture_output=True).returncode == 0:
-        return py
-    venv = py.parent.parent
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *SERVER_PINS], check=True)
-    return py
 
 
 def free_port() -> int:

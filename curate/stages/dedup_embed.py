@@ -10,7 +10,8 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.embed import similar_pairs
-from curate.stages.base import Context, GlobalStage, TextsOf, borderline_pairs, keep_rank, rank_columns
+from curate.stages.base import (Context, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
+                                 rank_columns)
 from curate.text import contents
 
 
@@ -40,7 +41,7 @@ class EmbedDedup(GlobalStage):
 
     def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
         if feats.height < 2:
-            return feats.head(0).select("_row", reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
+            return empty_dropped()
         emb = feats["_emb"].to_numpy().astype(np.float32)
         pairs = similar_pairs(emb, None, self.threshold - self.borderline_margin, self.block)
         ids = feats["id"].to_numpy()

@@ -10,7 +10,8 @@ from pydantic import Field
 
 from curate.cluster import cluster_by_centers
 from curate.minhash import lsh_candidates, signature_matrix, verify_candidates
-from curate.stages.base import Context, GlobalStage, TextsOf, borderline_pairs, keep_rank, rank_columns
+from curate.stages.base import (Context, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
+                                 rank_columns)
 from curate.text import contents, jaccard_sorted
 
 
@@ -39,7 +40,7 @@ class MinHashDedup(GlobalStage):
 
     def decide(self, feats: pl.DataFrame, ctx: Context, texts_of: TextsOf) -> pl.DataFrame:
         if feats.height < 2:
-            return feats.head(0).select("_row", reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
+            return empty_dropped()
         cand = lsh_candidates(feats["_sig"].to_numpy(), self.threshold)
         edges, sims, sets = verify_candidates(cand, texts_of, self.threshold - self.borderline_margin, self.ngram)
         ids = feats["id"].to_numpy()

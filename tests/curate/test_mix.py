@@ -17,8 +17,7 @@ def _mined(root, n: int):
                 {"role": "assistant", "content": f"I have cancelled order {1000 + i}; the refund reaches your card in 3-5 days."}]
         rows.append({"id": content_id(msgs), "messages": msgs, "source": "mined:2026-W47", "meta": "{}", "weight": 3.0})
     train = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
-    ex = train.head(0).with_columns(stage=pl.lit(None, pl.String), reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
-    return write_derived_version(root / "data" / "datasets" / "mined", {"train": train, "val": train.head(0), "excluded": ex},
+    return write_derived_version(root / "data" / "datasets" / "mined", {"train": train, "val": train.head(0)},
                                  {"step": "test"}, name="mined")
 
 

@@ -19,8 +19,7 @@ def _held_out(root):
         msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": "An answer."}]
         rows.append({"id": content_id(msgs), "messages": msgs, "source": "t", "meta": "{}", "weight": 1.0})
     val = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
-    ex = val.head(0).with_columns(stage=pl.lit(None, pl.String), reason=pl.lit(None, pl.String), rep_id=pl.lit(None, pl.String))
-    return write_derived_version(root / "data" / "datasets" / "held", {"train": val, "val": val, "excluded": ex},
+    return write_derived_version(root / "data" / "datasets" / "held", {"train": val, "val": val},
                                  {"step": "test"}, name="held")
 
 

@@ -13,7 +13,6 @@ from .review_helpers import OWNER_KEY
 
 @pytest.fixture(scope="session")
 def argilla(tmp_path_factory):
-    serve.ensure_server_venv()
     home = tmp_path_factory.mktemp("argilla-home")
     cfg = serve.ServerConfig(home=home, port=serve.free_port(), redis_port=serve.free_port())
     run = serve.start(cfg)
