@@ -13,7 +13,7 @@ import polars as pl
 from sftloop import datasets
 from sftloop.schema import ChatRecord, frame_to_records
 from train.config import TrainConfig
-from train.masking import MaskingError, encode
+from train.masking import MaskingError, check_template, encode
 
 
 class DataError(ValueError):
@@ -60,26 +60,46 @@ class EncodeReport:
     cut_at_turn: int = 0
     dropped_overflow: int = 0
     zero_trainable: int = 0
+    unlocatable: int = 0  # the template hides/transforms a reply, or cannot render the conversation
     examples: list[str] = field(default_factory=list)
 
     @property
     def bad_share(self) -> float:
-        return (self.cut_at_turn + self.dropped_overflow + self.zero_trainable) / max(self.samples, 1)
+        return (self.cut_at_turn + self.dropped_overflow + self.zero_trainable + self.unlocatable) / max(self.samples, 1)
+
+
+def stop_token_ids(tok) -> tuple[int, ...]:
+    """Token ids that stop generation besides eos_token: the model's generation_config.eos_token_id (local dirs only)."""
+    p = Path(str(getattr(tok, "name_or_path", "") or "")) / "generation_config.json"
+    if not p.is_file():
+        return ()
+    try:
+        eos = json.loads(p.read_text()).get("eos_token_id")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{p}: unreadable generation config: {e}") from None
+    return tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
 def encode_records(recs: list[ChatRecord], tok, cfg: TrainConfig) -> tuple[list[tuple[list[int], list[int]]], EncodeReport]:
     rep = EncodeReport()
     out = []
+    stop_ids = stop_token_ids(tok)
+    try:  # once per tokenizer: a template whose end-of-turn marker never stops generation is refused up front
+        check_template(tok, stop_ids)
+    except MaskingError as err:
+        raise DataError(f"tokenizer {getattr(tok, 'name_or_path', '')!r}: {err}") from None
     for r in recs:
         rep.samples += 1
         msgs = [{"role": m.role, "content": m.content} for m in r.messages]
         try:
-            e = encode(tok, msgs, cfg.max_len, cfg.overflow)
+            e = encode(tok, msgs, cfg.max_len, cfg.overflow, stop_ids=stop_ids)
         except MaskingError as err:
-            if "zero trainable" in str(err):
+            if err.kind == "zero_trainable":
                 rep.zero_trainable += 1
-            else:
+            elif err.kind == "overflow":
                 rep.dropped_overflow += 1
+            else:
+                rep.unlocatable += 1
             if len(rep.examples) < 5:
                 rep.examples.append(f"{r.id}: {err}")
             continue
