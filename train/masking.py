@@ -212,12 +212,21 @@ def _candidates(content: str) -> list[str]:
     return res
 
 
-def _locate_reply(full: str, start: int, content: str, after: str, last: bool, i: int) -> int:
-    """End of the reply that starts at `start` and is followed by the scaffolding `after`."""
-    for cand in _candidates(content):
+def _locate_reply(full: str, start: int, content: str, after: str, last: bool, i: int, marker: str) -> int:
+    """End of the reply that starts at `start` and is followed by the scaffolding `after`.
+
+    First the whole following scaffolding must match; then (when a later turn's scaffolding depends on its
+    content, e.g. Qwen3's final <think> block) only the end-of-turn marker that starts it.
+    """
+    cands = _candidates(content)
+    for cand in cands:
         end = start + len(cand)
         if full.startswith(cand, start) and full.startswith(after, end) and (not last or end + len(after) == len(full)):
             return end
+    if marker and after.startswith(marker) and not last:
+        for cand in cands:
+            if full.startswith(cand, start) and full.startswith(marker, start + len(cand)):
+                return start + len(cand)
     # any substring of the content the template kept (e.g. a custom transform that drops a prefix)
     j = len(full) - len(after) if last else full.find(after, start)
     while j != -1 and j >= start:
@@ -229,6 +238,26 @@ def _locate_reply(full: str, start: int, content: str, after: str, last: bool, i
         "(not prefix-stable), so its labels cannot be located")
 
 
+def _locate_diverging(full: str, pos: int, before: str, content: str, after: str, last: bool, i: int) -> tuple[int, int]:
+    """The reply when the rendering leaves the template's structure inside the scaffolding before it.
+
+    Everything from where the rendering diverges from the sentinel rendering up to the scaffolding that
+    follows the reply is the reply as rendered (e.g. `reasoning\n</think>\n\nanswer`); it must hold the reply's
+    final answer, else the turn is refused.
+    """
+    start = pos + len(_lcp(before, full[pos:pos + len(before)]))
+    if last:
+        end = len(full) - len(after) if full.endswith(after) else -1
+    else:
+        end = full.find(after, start) if after else -1
+    answer = _candidates(content)[-1].strip()
+    if end < start or (answer and answer not in full[start:end]):
+        raise MaskingError(
+            f"the scaffolding before assistant turn {i} depends on the reply's content and the reply cannot be found "
+            "after it (rendering differs from the template's structure; not prefix-stable), so its labels cannot be located")
+    return start, end
+
+
 def assistant_spans(tok, messages: list[dict], stop_ids: tuple[int, ...] = ()) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the [start, end) character spans of every assistant reply + end-of-turn marker."""
     info = check_template(tok, stop_ids)
@@ -238,12 +267,12 @@ def assistant_spans(tok, messages: list[dict], stop_ids: tuple[int, ...] = ()) -
     spans, pos = [], 0
     for k, i in enumerate(turns):
         before, after, last = pieces[k], pieces[k + 1], k == len(turns) - 1
-        if not full.startswith(before, pos):
-            raise MaskingError(
-                f"the scaffolding before assistant turn {i} depends on the reply's content (rendering differs from the "
-                "template's structure; not prefix-stable), so its labels cannot be located")
-        start = pos + len(before)
-        end = _locate_reply(full, start, str(messages[i]["content"]), after, last, i)
+        content = str(messages[i]["content"])
+        if full.startswith(before, pos):
+            start = pos + len(before)
+            end = _locate_reply(full, start, content, after, last, i, info.marker)
+        else:  # scaffolding that depends on the content (Qwen3 moves a final reply's <think> block into its header)
+            start, end = _locate_diverging(full, pos, before, content, after, last, i)
         tail = info.marker if after.startswith(info.marker) else _tail(tok, messages, i, after, info)
         spans.append((start, end + len(tail)))
         pos = end

@@ -1,7 +1,9 @@
-"""Masking on real chat templates: SmolLM2's own ChatML, plus Llama-3.1, Mistral-Instruct (v0.1 and v0.3),
-Gemma-2, Qwen2.5, Phi-3, Phi-3.5, Llama-2-chat and Zephyr templates swapped into the SmolLM2 tokenizer (with
-their special tokens added), built offline. Sources of the templates: tests/fixtures/templates/README.md."""
+"""Masking on real chat templates: SmolLM2's own ChatML, plus Llama-3/3.1, Mistral-Instruct (v0.1 and v0.3),
+Gemma-2, Qwen2.5, Qwen3, Phi-3, Phi-3.5, Llama-2-chat, Zephyr, DeepSeek-R1, Command-R and Vicuna templates swapped
+into the SmolLM2 tokenizer (with their special tokens added), built offline. Sources of the templates: tests/fixtures/templates/README.md."""
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ from train.masking import IGNORE, MaskingError, check_template, encode, label_se
 TEMPLATES = Path(__file__).parents[1] / "fixtures" / "templates"
 PHI = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 INST = ["<s>", "</s>", "[INST]", "[/INST]"]
+BOS_DS, EOS_DS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 
 
 @dataclass
@@ -43,6 +46,14 @@ SPECS = {
     "phi-3.5": Spec("phi35.jinja", PHI, None, "<|end|>", "<|end|>"),
     "llama-2-chat": Spec("llama2.jinja", INST, "<s>", "</s>", " </s>", emit="strip", lead=" "),
     "zephyr": Spec("zephyr.jinja", ["</s>", "<|user|>", "<|assistant|>", "<|system|>"], None, "</s>", "</s>"),
+    "llama-3": Spec("llama3.jinja", ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+                    "<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>", emit="strip"),
+    "qwen3": Spec("qwen3.jinja"),
+    "deepseek-r1": Spec("deepseek_r1.jinja", [BOS_DS, "<｜User｜>", "<｜Assistant｜>", EOS_DS], BOS_DS, EOS_DS, EOS_DS),
+    "command-r": Spec("command_r.jinja", ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>",
+                                          "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>"], "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>",
+                      "<|END_OF_TURN_TOKEN|>", emit="strip"),
+    "vicuna": Spec("vicuna.jinja", ["</s>"], None, "</s>", "</s>", lead=" "),  # 'ASSISTANT: ' + reply: the space joins its first token
 }
 
 CONV = [
@@ -56,9 +67,14 @@ SYSTEM = {"role": "system", "content": "You are the support assistant of an onli
 WS_REPLY = "Try this:\n\n```python\ndef f(x):\n    return x  \n```\n\n\nThen restart.  "
 
 
+@functools.cache
+def _smollm2():
+    return AutoTokenizer.from_pretrained(path("smollm2-135m-instruct"))
+
+
 def make_tokenizer(name):
     s = SPECS[name]
-    tok = AutoTokenizer.from_pretrained(path("smollm2-135m-instruct"))
+    tok = copy.deepcopy(_smollm2())  # a fresh tokenizer per test, without reloading it from disk
     if s.specials:
         tok.add_special_tokens({"additional_special_tokens": s.specials})
     if s.file:
