@@ -1,4 +1,10 @@
-"""`python -m curate run CONFIG`: curate a dataset version and print its path and funnel."""
+"""`python -m curate run CONFIG`: curate a dataset version and print its path and funnel.
+
+Exit codes: 0 a version was published (LATEST points at it); 2 nothing was published and LATEST is
+unchanged: a config error, an input that cannot be curated (missing file, empty glob, unknown asset,
+no rows, every row quarantined, no row survived the stages), a stage over its drop share, or the
+dataset name is being written by another run. The message is one line naming the file or key.
+"""
 
 from __future__ import annotations
 
@@ -29,17 +35,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     from curate.pipeline import finalise, run
-    from curate.write import write_version
+    from curate.sources import InputError
+    from curate.write import DatasetLocked, dataset_lock, work_dir, write_version
 
     root = Path(a.root) if a.root else repo_root()
     t0 = time.time()
     print(f"curate: {cfg.name} from {a.config}")
-    work = root / cfg.output_dir / cfg.name / ".work"
-    res = run(cfg, work, progress=not a.quiet)
-    parts = finalise(cfg, res, work / "parts")
-    path = write_version(cfg, res, parts, root)
+    base = root / cfg.output_dir / cfg.name
+    try:
+        with dataset_lock(base):  # one run per dataset name; a private work dir, removed whatever happens
+            work = work_dir(base)
+            try:
+                res = run(cfg, work, progress=not a.quiet)
+                parts = finalise(cfg, res, work / "parts")
+                path = write_version(cfg, res, parts, root)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    except (InputError, DatasetLocked) as e:
+        print(f"curate: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output dir cannot be written (permissions, disk full)
+        print(f"curate: cannot write {e.filename or base}: {e.strerror or e}; nothing published", file=sys.stderr)
+        return 2
     print((path / "funnel.md").read_text())
-    shutil.rmtree(work, ignore_errors=True)
     print(f"dataset version: {path}  ({time.time() - t0:.0f}s)")
     return 0
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate.sources import PARSERS
+from sftloop.schema import MAX_ROW_BYTES
 from curate.stages import STAGES
 from curate.stages.base import StageConfig
 
@@ -24,7 +25,7 @@ class SourceSpec(BaseModel):
     path: str
     limit: int | None = Field(None, gt=0)
     pairs: bool = False
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
 
     @field_validator("format")
     @classmethod
@@ -51,6 +52,7 @@ class PipelineConfig(BaseModel):
     output_dir: str = "data/datasets"
     parent: str | None = None
     shard_rows: int = Field(50_000, ge=1)  # rows per on-disk shard: the unit of memory, not part of the version
+    max_row_bytes: int = Field(MAX_ROW_BYTES, ge=1)  # a larger input row is quarantined (docs/curate.md)
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageConfig]
     split: SplitSpec = Field(default_factory=SplitSpec)

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from curate.config import PipelineConfig
-from curate.sources import SourceConfig, iter_source
+from curate.sources import InputError, SourceConfig, iter_source, resolve_paths
 from curate.split import assign_splits
 from curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
 from curate.text import contents
@@ -75,10 +75,15 @@ class _Shards:
         self.paths.append(p)
 
 
-def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path) -> tuple[list[Path], list[dict], int]:
-    """Stream every source into shards of `cfg.shard_rows` rows, numbering rows (`_row`) as they come."""
+def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path,
+                 first_errors: list[str] | None = None) -> tuple[list[Path], list[dict], int]:
+    """Stream every source into shards of `cfg.shard_rows` rows, numbering rows (`_row`) as they come.
+    Every source's paths are resolved first (`InputError` before any row is read); `first_errors`
+    receives the first quarantine messages (for the message when nothing is left)."""
+    first_errors = first_errors if first_errors is not None else []
     qw = QuarantineWriter(quarantine)
     out = _Shards(work, "input")
+    first_errors.clear()
     stats: list[dict] = []
     buf: list[dict] = []
     n = 0
@@ -91,17 +96,21 @@ def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path) -> tuple[lis
             n += len(buf)
             buf = []
 
+    resolved = [resolve_paths(s.path) for s in cfg.sources]  # a missing file fails before any row is read
     try:
-        for s in cfg.sources:
+        for s, paths in zip(cfg.sources, resolved):
             st_list: list = []
-            src = SourceConfig(name=s.name, format=s.format, path=s.path, limit=s.limit, pairs=s.pairs, weight=s.weight)
-            for rec in iter_source(src, qw, st_list):
+            src = SourceConfig(name=s.name, format=s.format, path=s.path, limit=s.limit, pairs=s.pairs, weight=s.weight,
+                               max_row_bytes=cfg.max_row_bytes)
+            for rec in iter_source(src, qw, st_list, paths):
                 buf.append(rec.to_row())
                 if len(buf) >= cfg.shard_rows:
                     flush()
             for x in st_list:
                 stats.append({"source": s.name, "file": x.file, "rows_in": x.rows_in, "rows_out": x.rows_out,
-                              "rows_quarantined": x.rows_quarantined})
+                              "rows_quarantined": x.rows_quarantined} | ({"notes": x.notes} if x.notes else {}))
+                if x.errors and len(first_errors) < 3:
+                    first_errors.extend(x.errors[: 3 - len(first_errors)])
         flush()
     finally:
         qw.close()
@@ -169,15 +178,28 @@ def _write_excluded(df: pl.DataFrame, dropped: pl.DataFrame, stage: str, exclude
         excluded.write(_fold_helpers_into_meta(full.with_columns(stage=pl.lit(stage))).select(list(EXCLUDED_SCHEMA)))
 
 
+def _check_input(src_stats: list[dict], rows_in: int, n_rows: int, first_errors: list[str]) -> None:
+    """An empty input, or one where every row was quarantined, is not a dataset: `InputError`
+    (the CLI exits 2 and publishes nothing)."""
+    if rows_in == 0:
+        files = ", ".join(f"{s['file']} ({'; '.join(s.get('notes', []))})" for s in src_stats[:5])
+        raise InputError(f"no input rows: {files or 'no files'}; nothing published")
+    if n_rows == 0:
+        raise InputError(f"all {rows_in} input rows were quarantined (first: {' | '.join(first_errors)}); "
+                         "nothing published")
+
+
 def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     qpath = workdir / "quarantine.jsonl"
     qpath.unlink(missing_ok=True)
     ctx = Context(seed=cfg.seed, tokenizer=cfg.tokenizer, embedding_model=cfg.embedding_model, progress=progress)
     t0 = time.time()
-    shards, src_stats, n_rows = load_sources(cfg, qpath, workdir)
+    first_errors: list[str] = []
+    shards, src_stats, n_rows = load_sources(cfg, qpath, workdir, first_errors)
     quarantined = sum(s["rows_quarantined"] for s in src_stats)
     rows_in = sum(s["rows_in"] for s in src_stats)
+    _check_input(src_stats, rows_in, n_rows, first_errors)
     funnel = [StageStats("read", rows_in, n_rows, quarantined, time.time() - t0,
                          {"quarantined": quarantined} if quarantined else {})]
     if n_rows != rows_in - quarantined:  # pair extraction changes the count: say so in the funnel
@@ -201,6 +223,10 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
             shutil.rmtree(prev_dir, ignore_errors=True)
         prev_dir = kept.dir
         shards, n = kept.paths, n_out
+    if n == 0:
+        drops = "; ".join(f"{st.stage} dropped {st.dropped}" + (f" ({next(iter(st.reasons))} ...)" if st.reasons else "")
+                          for st in funnel if st.dropped)
+        raise InputError(f"no row survived the stages ({n_rows} read): {drops}; nothing published")
     borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
                   if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
     return RunResult(shards, excluded.paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline)

@@ -4,14 +4,26 @@ Files: train/val(/test).parquet, excluded.parquet (stage, reason, rep_id), quara
 manifest.json, funnel.md, funnel.png; `<name>/LATEST` names the newest version. The version is a
 content hash of the config and the written data, and no file holds a timestamp, so the same
 inputs and config give the same version id and byte-identical files.
+
+Writing is all-or-nothing: a version is written into a private temp dir under `<name>/`, renamed
+into place when complete, and `LATEST` is replaced (atomically) last; a failure removes the temp dir
+and leaves LATEST as it was. One run at a time writes a dataset name: `dataset_lock` holds a
+non-blocking `flock` on `<name>/.lock` (released by the kernel when the process dies, so a killed
+run never blocks the next one); a second run gets `DatasetLocked` naming the holder's pid. Temp
+dirs of killed runs are removed by the next run that takes the lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
@@ -22,6 +34,78 @@ from sftloop import assets
 
 def _sha(p: Path) -> str:
     return assets.sha256_file(p)
+
+
+class DatasetLocked(RuntimeError):
+    """Another process is writing this dataset name (the CLI exits 2)."""
+
+
+_held: dict[Path, list] = {}  # lock path -> [open file, depth]: re-entrant within one process
+
+
+@contextmanager
+def dataset_lock(base: Path) -> Iterator[None]:
+    """Hold `<base>/.lock` while writing dataset `base.name`; non-blocking: raises `DatasetLocked`
+    with the holder's pid. Once held, temp dirs left by killed runs (`.work-*`, `.writing-*`) are removed."""
+    base.mkdir(parents=True, exist_ok=True)
+    key = (base / ".lock").resolve()
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    fh = open(key, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        fh.close()
+        raise DatasetLocked(f"dataset {base.name} is being written by another run (pid {pid}); "
+                            "try again when it ends") from None
+    fh.truncate(0)
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    _held[key] = [fh, 1]
+    try:
+        _remove_stale_temp_dirs(base)
+        yield
+    finally:
+        del _held[key]
+        fh.truncate(0)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temp_dirs(base: Path) -> None:
+    """`.work-<pid>-*` / `.writing-<pid>-*` dirs of processes that no longer run (killed runs)."""
+    for d in [*base.glob(".work-*"), *base.glob(".writing-*")]:
+        pid = d.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def work_dir(base: Path) -> Path:
+    """A private work dir for one run under the dataset dir (`.work-<pid>-<random>`)."""
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".work-{os.getpid()}-", dir=base))
+
+
+def _temp_version_dir(base: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".writing-{os.getpid()}-", dir=base))
 
 
 def source_hashes(cfg: PipelineConfig) -> dict[str, str]:
@@ -35,7 +119,12 @@ def source_hashes(cfg: PipelineConfig) -> dict[str, str]:
             out[s.path] = hashlib.sha256(json.dumps(stamp["files"], sort_keys=True).encode()).hexdigest()
         else:
             for p in resolve_paths(s.path):
-                out[str(p)] = _sha(p)
+                if p.is_dir():
+                    continue  # skipped by the reader, noted in the source statistics
+                try:
+                    out[str(p)] = _sha(p)
+                except OSError as e:  # quarantined by the reader as a whole file
+                    out[str(p)] = f"unreadable: {e.strerror or e}"
     return out
 
 
@@ -92,9 +181,15 @@ def _rows(p: Path) -> int:
 def write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], root: Path) -> Path:
     """`parts`: train/val/test/excluded Parquet files written by `pipeline.finalise` (moved here)."""
     base = root / cfg.output_dir / cfg.name
-    tmp = base / ".writing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with dataset_lock(base):
+        tmp = _temp_version_dir(base)
+        try:
+            return _write_version(cfg, res, parts, base, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
+
+
+def _write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], base: Path, tmp: Path) -> Path:
     files = {}
     for name, src in parts.items():
         if name == "test" and _rows(src) == 0 and cfg.split.test_fraction == 0:
@@ -146,8 +241,9 @@ def publish(base: Path, tmp: Path, version: str) -> Path:
         shutil.rmtree(tmp)
     else:
         tmp.rename(final)
-    (base / "LATEST.part").write_text(version + "\n")
-    (base / "LATEST.part").replace(base / "LATEST")
+    part = base / f".LATEST.{os.getpid()}.part"
+    part.write_text(version + "\n")
+    part.replace(base / "LATEST")  # last, and atomic: a reader sees the old or the new version, never a partial one
     return final
 
 
@@ -160,12 +256,19 @@ def write_derived_version(base: Path, parts: dict[str, pl.DataFrame], change: di
     applied and from where). The version id hashes the parent version, the change and the files, so
     the same decisions applied to the same parent give the same version.
     """
+    with dataset_lock(base):
+        tmp = _temp_version_dir(base)
+        try:
+            return _write_derived_version(base, parts, change, parent, name, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
+
+
+def _write_derived_version(base: Path, parts: dict[str, pl.DataFrame], change: dict, parent: Path | None,
+                           name: str | None, tmp: Path) -> Path:
     parent_manifest = json.loads((parent / "manifest.json").read_text()) if parent else {"name": name, "counts": {}}
     if "excluded" not in parts:  # nothing excluded by this step
         parts = {**parts, "excluded": pl.DataFrame(schema=EXCLUDED_SCHEMA).drop("_row")}
-    tmp = base / ".writing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     files = {}
     for part, df in parts.items():
         df.write_parquet(tmp / f"{part}.parquet", statistics=False)

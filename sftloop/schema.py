@@ -6,26 +6,36 @@ assistant turn), `source`, `meta` (free dict), `weight` (> 0, used for upsamplin
 
 Readers stream JSONL or Parquet in batches. A row that fails to decode or validate is
 written to a quarantine JSONL file with the file, 1-based row number, field and error
-(and the raw row, so nothing is lost); valid rows go on. `ReadStats` holds the identity
+(and the raw row, so nothing is lost); valid rows go on. A file that cannot be read at all
+is one quarantine entry with `row = None` (counted as one row). `ReadStats` holds the identity
 `rows_in == rows_out + rows_quarantined`.
+
+Text files are decoded by their BOM or, without one, by the RFC 8259 NUL-byte rule (UTF-8,
+UTF-16 and UTF-32, `json.detect_encoding`); bytes that do not decode never stop a read: the
+row that holds them is quarantined with field `<encoding>`. A row over `max_row_bytes` (UTF-8
+bytes of its decoded text; default `MAX_ROW_BYTES`) is quarantined with its largest field and size.
 
 On disk (Parquet), `meta` is stored as a JSON string column because it is a free dict.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import IO, Any, Iterable, Iterator, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
-MAX_ROW_BYTES = 8 * 1024 * 1024  # a row larger than this is quarantined, not parsed
+MAX_ROW_BYTES = 8 * 1024 * 1024  # default row size limit (UTF-8 bytes); larger rows are quarantined
+ENCODING_FIELD = "<encoding>"  # quarantine field of a row holding bytes that are not valid in the file's encoding
+FILE_FIELD = "<file>"  # quarantine field of a whole file that could not be read (row = None)
 
 PARQUET_SCHEMA = {
     "id": pl.String,
@@ -64,7 +74,8 @@ class ChatRecord(BaseModel):
     messages: list[Message] = Field(min_length=1)
     source: str = Field(min_length=1)
     meta: dict[str, Any] = Field(default_factory=dict)
-    weight: float = Field(default=1.0, gt=0)
+    # strict: a bool or a string is not a weight; finite: NaN/Infinity are not (see docs/schema.md)
+    weight: float = Field(default=1.0, gt=0, strict=True, allow_inf_nan=False)
 
     @field_validator("messages")
     @classmethod
@@ -99,13 +110,14 @@ class ChatRecord(BaseModel):
 @dataclass
 class Quarantined:
     file: str
-    row: int
+    row: int | None  # 1-based; None: the whole file (one entry, counted as one row)
     field: str
     error: str
     raw: str
 
     def message(self) -> str:
-        return f"{self.file}:{self.row}: field '{self.field}': {self.error}"
+        where = self.file if self.row is None else f"{self.file}:{self.row}"
+        return f"{where}: field '{self.field}': {self.error}"
 
 
 @dataclass
@@ -115,6 +127,7 @@ class ReadStats:
     rows_out: int = 0
     rows_quarantined: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a file that held no rows (empty, a directory): nothing lost
 
     def check(self) -> None:
         if self.rows_in != self.rows_out + self.rows_quarantined:
@@ -133,13 +146,22 @@ class QuarantineWriter:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            # backslashreplace: a stray lone surrogate in a raw row must not stop the run
+            self._fh = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
         self._fh.write(json.dumps(q.__dict__, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class FieldError(ValueError):
+    """A row-level problem in a named field (goes to quarantine with that field)."""
+
+    def __init__(self, field: str, msg: str):
+        super().__init__(msg)
+        self.field = field
 
 
 def _field_of(err: ValidationError) -> str:
@@ -149,20 +171,139 @@ def _field_of(err: ValidationError) -> str:
 
 
 def _error_text(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<row>'}: {e['msg']}" for e in err.errors()[:3])
+    parts = []
+    for e in err.errors()[:3]:
+        got = e.get("input")
+        shown = f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) or got is None else ""
+        parts.append(f"{'.'.join(str(x) for x in e['loc']) or '<row>'}: {e['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def parse_meta(meta: Any) -> dict:
+    """`meta` as given (a dict, a JSON string of one, or null/empty): anything else is a FieldError."""
+    if meta is None:
+        return {}
+    if isinstance(meta, str):
+        if not meta.strip():
+            return {}
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError as e:
+            raise FieldError("meta", f"not valid JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(meta, dict):
+        raise FieldError("meta", f"must be an object, got {type(meta).__name__}")
+    return dict(meta)
 
 
 def validate_row(obj: Any) -> ChatRecord:
     """Validate a decoded row (dict with messages, source, ...). Raises ValidationError."""
-    if isinstance(obj, dict) and isinstance(obj.get("meta"), str):
-        obj = {**obj, "meta": json.loads(obj["meta"]) if obj["meta"] else {}}
+    if isinstance(obj, dict) and "meta" in obj:
+        obj = {**obj, "meta": parse_meta(obj["meta"])}
     return ChatRecord.model_validate(obj)
+
+
+# ---------------------------------------------------------------- decoding and size limits
+
+_MARK = "sftloop.mark_undecodable"
+_UNDECODABLE = re.compile("[\ud800-\udfff]+")  # lone surrogates: never produced by a strict decode
+
+
+def _mark_undecodable(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: each undecodable byte b becomes the lone surrogate U+DC00+b, like
+    `surrogateescape` but for every codec and byte value, so a bad byte marks its row instead of
+    stopping the read."""
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    return "".join(chr(0xDC00 + b) for b in err.object[err.start:err.end]), err.end
+
+
+codecs.register_error(_MARK, _mark_undecodable)
+
+
+def detect_encoding(path: Path | str) -> str:
+    """The file's text encoding from its first 4 bytes: a BOM (UTF-8/16/32) or the NUL-byte
+    pattern of UTF-16/32 text without one; UTF-8 otherwise (`json.detect_encoding`, RFC 8259)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return json.detect_encoding(head)
+
+
+def open_text(path: Path | str, newline: str | None = "\n") -> tuple[IO[str], str]:
+    """Open a text file in its detected encoding; undecodable bytes become markers that
+    `undecodable()` finds, so one bad byte costs one row, not the file."""
+    enc = detect_encoding(path)
+    return open(path, encoding=enc, errors=_MARK, newline=newline), enc
+
+
+def undecodable(text: str, encoding: str) -> str | None:
+    """A readable reason if `text` holds bytes that were not valid in `encoding`, else None."""
+    if text.isascii():
+        return None
+    try:  # a C-speed test: lone surrogates do not encode (a regex scan is ~10x slower, bench/read_bench.py)
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        m = _UNDECODABLE.match(text, e.start) or _UNDECODABLE.search(text)
+    if m is None:
+        return None
+    bad = bytes(ord(c) - 0xDC00 for c in m.group()[:8] if 0xDC00 <= ord(c) <= 0xDCFF)
+    name = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+    hint = ""
+    if name == "UTF-8" and bad and all(b >= 0x80 for b in bad):
+        hint = "; the file looks Latin-1/cp1252-encoded: re-save it as UTF-8"
+    return f"not valid {name}: byte(s) {bad.hex(' ')} at character {m.start() + 1}{hint}"
+
+
+def printable(text: str) -> str:
+    """`text` with undecodable-byte markers shown as \\xNN (for the quarantine's raw row)."""
+    return _UNDECODABLE.sub(lambda m: "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC00 <= ord(c) <= 0xDCFF
+                                              else f"\\u{ord(c):04x}" for c in m.group()), text)
+
+
+def text_bytes(s: str) -> int:
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def _strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(obj, str):
+        yield path or "<row>", obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{path}.{i}" if path else str(i))
+
+
+def largest_field(obj: Any) -> tuple[str, int]:
+    """(path, UTF-8 bytes) of the largest text value in a decoded row, e.g. ('messages.1.content', 5e7)."""
+    best = ("<row>", 0)
+    for p, s in _strings(obj):
+        if len(s) * 4 > best[1] and (n := text_bytes(s)) > best[1]:
+            best = (p, n)
+    return best
+
+
+def oversize(size: int, limit: int, obj: Any = None) -> tuple[str, str]:
+    """(field, reason) for a row of `size` bytes over `limit`: the field is its largest text value."""
+    name, n = largest_field(obj) if obj is not None else ("<row>", 0)
+    of = f"; {name} alone is {n:,} bytes" if n else ""
+    return name, f"row is {size:,} bytes, over the max_row_bytes limit of {limit:,}{of}"
+
+
+def row_size_over(obj: Any, limit: int) -> int | None:
+    """UTF-8 bytes of a decoded row's text values when over `limit`, else None (cheap when small)."""
+    texts = [s for _, s in _strings(obj)]
+    if sum(len(s) for s in texts) * 4 <= limit:
+        return None
+    n = sum(text_bytes(s) for s in texts)
+    return n if n > limit else None
 
 
 # ---------------------------------------------------------------- readers
 
 
-def quarantine_row(stats: ReadStats, quarantine: QuarantineWriter, path: Path | str, row: int, field: str,
+def quarantine_row(stats: ReadStats, quarantine: QuarantineWriter, path: Path | str, row: int | None, field: str,
                    error: str, raw: str) -> None:
     """Count and write one quarantined row (the caller has already counted it in rows_in)."""
     q = Quarantined(str(path), row, field, error, raw)
@@ -171,13 +312,24 @@ def quarantine_row(stats: ReadStats, quarantine: QuarantineWriter, path: Path | 
     quarantine.write(q)
 
 
+def quarantine_file(stats: ReadStats, quarantine: QuarantineWriter, path: Path | str, error: str,
+                    field: str = FILE_FIELD, raw: str = "") -> None:
+    """A whole file (or the unread rest of one) that cannot be read: one entry, row = None, counted as one row."""
+    stats.rows_in += 1
+    quarantine_row(stats, quarantine, path, None, field, error, raw)
+
+
 def parse_objects(rows: Iterable[tuple[int, Any]], path: Path | str, stats: ReadStats, quarantine: QuarantineWriter,
-                  parse: Any = validate_row) -> Iterator[Any]:
+                  parse: Any = validate_row, max_row_bytes: int | None = None) -> Iterator[Any]:
     """Validate decoded rows given as (row number, object): yield parse(obj), quarantine the failures
-    with the field that failed. Every reader (JSONL, Parquet, JSON arrays, CSV) goes through here."""
+    with the field that failed. Every reader (JSONL, Parquet, JSON arrays, CSV) goes through here.
+    With `max_row_bytes`, a row whose text values are larger is quarantined (readers that measured
+    the raw row already pass None)."""
     for row_no, obj in rows:
         stats.rows_in += 1
         try:
+            if max_row_bytes is not None and (size := row_size_over(obj, max_row_bytes)) is not None:
+                raise FieldError(*oversize(size, max_row_bytes, obj))
             rec = parse(obj)
         except ValidationError as e:
             field, error = _field_of(e), _error_text(e)
@@ -190,63 +342,80 @@ def parse_objects(rows: Iterable[tuple[int, Any]], path: Path | str, stats: Read
         quarantine_row(stats, quarantine, path, row_no, field, error, json.dumps(obj, default=str, ensure_ascii=False))
 
 
-def iter_jsonl(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse: Any = validate_row) -> Iterator[Any]:
+def iter_jsonl(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse: Any = validate_row,
+               max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Any]:
     """Stream a JSONL file, yielding parse(obj) for each good row; bad rows go to quarantine."""
 
     def decoded() -> Iterator[tuple[int, Any]]:
-        with open(path, "rb") as f:
-            for row_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                if len(raw) > MAX_ROW_BYTES:
-                    error, field = f"row is {len(raw)} bytes, over the {MAX_ROW_BYTES} byte limit", "<row>"
-                else:
-                    try:
-                        yield row_no, json.loads(raw.decode("utf-8"))
+        row_no = 0
+        try:
+            f, enc = open_text(path)
+        except OSError as e:
+            quarantine_file(stats, quarantine, path, f"cannot read the file: {e.strerror or e}")
+            return
+        with f:
+            try:
+                for row_no, line in enumerate(f, start=1):
+                    if not line.strip():
                         continue
-                    except UnicodeDecodeError as e:
-                        error, field = f"invalid UTF-8 at byte {e.start}", "<utf-8>"
-                    except json.JSONDecodeError as e:
-                        error, field = f"invalid JSON: {e.msg} at column {e.colno}", "<json>"
-                stats.rows_in += 1
-                quarantine_row(stats, quarantine, path, row_no, field, error, raw.decode("utf-8", "replace"))
+                    size = text_bytes(line.rstrip("\r\n")) if len(line) * 4 > max_row_bytes else 0
+                    if (bad := undecodable(line, enc)) is not None:
+                        field, error = ENCODING_FIELD, bad
+                    elif size > max_row_bytes:
+                        try:  # decoded only to name the largest field
+                            obj = json.loads(line)
+                        except json.JSONDecodeError:
+                            obj = None
+                        field, error = oversize(size, max_row_bytes, obj)
+                    else:
+                        try:
+                            yield row_no, json.loads(line)
+                            continue
+                        except json.JSONDecodeError as e:
+                            field, error = "<json>", f"invalid JSON: {e.msg} at column {e.colno}"
+                    stats.rows_in += 1
+                    quarantine_row(stats, quarantine, path, row_no, field, error, printable(line.rstrip("\r\n")))
+            except OSError as e:  # an I/O error mid-file: the unread rest is one entry
+                quarantine_file(stats, quarantine, path, f"read failed after row {row_no}: {e.strerror or e}")
 
     yield from parse_objects(decoded(), path, stats, quarantine, parse)
 
 
 def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, parse: Any = validate_row,
-                 batch_size: int = 4096) -> Iterator[Any]:
+                 batch_size: int = 4096, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Any]:
     """Stream a Parquet file in record batches (bounded memory), validating each row."""
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001 - unreadable file: one quarantine entry for the whole file
-        stats.rows_in += 1
-        quarantine_row(stats, quarantine, path, 0, "<file>", f"unreadable Parquet: {e}", "")
+        quarantine_file(stats, quarantine, path, f"unreadable Parquet: {e}")
         return
 
     def rows() -> Iterator[tuple[int, Any]]:
         row_no = 0
-        for batch in pf.iter_batches(batch_size=batch_size):
-            for obj in batch.to_pylist():
-                row_no += 1
-                yield row_no, obj
+        try:
+            for batch in pf.iter_batches(batch_size=batch_size):
+                for obj in batch.to_pylist():
+                    row_no += 1
+                    yield row_no, obj
+        except Exception as e:  # noqa: BLE001 - a corrupt row group: the unread rest is one entry
+            quarantine_file(stats, quarantine, path, f"unreadable Parquet after row {row_no}: {e}")
 
-    yield from parse_objects(rows(), path, stats, quarantine, parse)
+    yield from parse_objects(rows(), path, stats, quarantine, parse, max_row_bytes)
 
 
 def iter_records(path: Path | str, stats: ReadStats | None = None, quarantine: Path | QuarantineWriter | None = None,
-                 parse: Any = validate_row) -> Iterator[Any]:
+                 parse: Any = validate_row, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Any]:
     """Stream rows of a JSONL or Parquet file; `parse` turns a decoded dict into a record."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats(str(path))
     qw = quarantine if isinstance(quarantine, QuarantineWriter) else QuarantineWriter(quarantine)
     try:
         if path.suffix == ".parquet":
-            yield from iter_parquet(path, stats, qw, parse)
+            yield from iter_parquet(path, stats, qw, parse, max_row_bytes=max_row_bytes)
         elif path.suffix in (".jsonl", ".ndjson"):
-            yield from iter_jsonl(path, stats, qw, parse)
+            yield from iter_jsonl(path, stats, qw, parse, max_row_bytes=max_row_bytes)
         else:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .parquet)")
     finally:
@@ -254,9 +423,10 @@ def iter_records(path: Path | str, stats: ReadStats | None = None, quarantine: P
             qw.close()
 
 
-def read_records(path: Path | str, quarantine: Path | None = None) -> tuple[list[ChatRecord], ReadStats]:
+def read_records(path: Path | str, quarantine: Path | None = None,
+                 max_row_bytes: int = MAX_ROW_BYTES) -> tuple[list[ChatRecord], ReadStats]:
     stats = ReadStats(str(path))
-    recs = list(iter_records(path, stats, quarantine))
+    recs = list(iter_records(path, stats, quarantine, max_row_bytes=max_row_bytes))
     stats.check()
     return recs, stats
 

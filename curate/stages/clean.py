@@ -4,7 +4,8 @@ Content edits are vectorised Polars string expressions over the exploded message
 repair is per row: consecutive same-role turns are merged, leading assistant turns (ShareGPT
 chunks that start mid-conversation) and trailing user turns (nothing to learn from) are cut;
 a conversation that still does not alternate, or has a system turn after the start, is dropped
-with a reason. The record id is recomputed from the cleaned content; the old one goes to meta.
+with a reason. The record id is recomputed from the cleaned content; the old one goes to meta. An
+id that is not the content hash of the row's messages was given by the source (`records`) and is kept.
 """
 
 from __future__ import annotations
@@ -91,13 +92,15 @@ class Clean(StageConfig):
         cleaned = ex.group_by("_row", maintain_order=True).agg(messages=pl.struct("role", "content"))
         base = df.drop("messages").join(cleaned, on="_row", how="left", maintain_order="left")
         new_msgs, reasons, ids, metas = [], [], [], []
-        for msgs, meta, old_id in zip(base["messages"].to_list(), base["meta"].to_list(), base["id"].to_list()):
+        given = [old != content_id(orig) for old, orig in zip(df["id"].to_list(), df["messages"].to_list())]
+        for msgs, meta, old_id, keep_id in zip(base["messages"].to_list(), base["meta"].to_list(), base["id"].to_list(),
+                                               given):
             fixed, reason, notes = fix_roles(msgs)
             m = json.loads(meta) if meta else {}
             if notes:
                 m.setdefault("clean", {}).update(notes)
             if fixed is not None:
-                nid = content_id(fixed)
+                nid = old_id if keep_id else content_id(fixed)
                 if nid != old_id:
                     m.setdefault("pre_clean_id", old_id)
                 ids.append(nid)

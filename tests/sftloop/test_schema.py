@@ -56,9 +56,11 @@ def test_bad_jsonl_rows_are_quarantined_with_file_row_field_and_nothing_is_lost(
     assert stats.rows_in == stats.rows_out + stats.rows_quarantined
     q = [json.loads(line) for line in qpath.read_text().splitlines()]
     assert [(r["row"], r["field"]) for r in q] == [
-        (2, "<json>"), (3, "weight"), (4, "messages"), (5, "messages.1.content"), (6, "<utf-8>"), (7, "<row>")]
+        (2, "<json>"), (3, "weight"), (4, "messages"), (5, "messages.1.content"), (6, "<encoding>"), (7, "meta.blob")]
     assert all(r["file"] == str(src) for r in q)
     assert len(q[5]["raw"]) > MAX_ROW_BYTES  # the raw row is kept, not dropped
+    assert "over the max_row_bytes limit of 8,388,608; meta.blob alone is 10,485,760 bytes" in q[5]["error"]
+    assert "e9" in q[4]["error"] and "\\xe9" in q[4]["raw"]  # the bad byte is named and kept
     assert "in.jsonl:3: field 'weight'" in stats.errors[1]
 
 
@@ -87,3 +89,50 @@ def test_unsupported_extension_is_a_clear_error(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="unsupported file type"):
         read_records(tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("weight", [0, -0.5, float("nan"), float("inf"), float("-inf"), "2", True, None])
+def test_weight_must_be_a_finite_positive_number(weight):
+    with pytest.raises(ValidationError) as e:
+        ChatRecord.model_validate({**GOOD, "weight": weight})
+    assert e.value.errors()[0]["loc"] == ("weight",)
+    assert ChatRecord.model_validate({**GOOD, "weight": 3}).weight == 3.0  # an int is a number
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
+def test_jsonl_in_any_unicode_encoding_is_read(tmp_path, codec):
+    p = tmp_path / "x.jsonl"
+    rows = [GOOD, {**GOOD, "messages": [{"role": "user", "content": "Gr\u00fc\u00dfe \u2014 \u65e5\u672c?"}, GOOD["messages"][1]]}]
+    p.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode(codec))
+    recs, stats = read_records(p)
+    assert stats.rows_quarantined == 0 and recs[1].messages[0].content == "Gr\u00fc\u00dfe \u2014 \u65e5\u672c?"
+
+
+def test_row_limit_is_configurable_and_names_the_largest_field(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text(json.dumps({**GOOD, "meta": {"note": "n" * 3000}}) + "\n" + json.dumps(GOOD) + "\n")
+    qpath = tmp_path / "q.jsonl"
+    recs, stats = read_records(p, quarantine=qpath, max_row_bytes=2000)
+    q = json.loads(qpath.read_text())
+    assert len(recs) == 1 and (q["row"], q["field"]) == (1, "meta.note") and "limit of 2,000" in q["error"]
+    assert read_records(p, max_row_bytes=10_000)[1].rows_quarantined == 0
+
+
+def test_unreadable_files_are_one_file_level_entry(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    (tmp_path / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    for name in ("bad.parquet", "gone.jsonl"):
+        qpath = tmp_path / f"{name}.q"
+        recs, stats = read_records(tmp_path / name, quarantine=qpath)
+        q = json.loads(qpath.read_text())
+        assert recs == [] and stats.rows_in == stats.rows_quarantined == 1
+        assert q["row"] is None and q["field"] == "<file>" and stats.errors[0].startswith(f"{tmp_path / name}: field '<file>'")
+
+
+def test_quarantine_writer_never_fails_on_a_raw_row(tmp_path):
+    from sftloop.schema import Quarantined, QuarantineWriter
+
+    qw = QuarantineWriter(tmp_path / "q.jsonl")
+    qw.write(Quarantined("f", 1, "<encoding>", "bad", "caf\udce9"))  # a lone surrogate
+    qw.close()
+    assert "caf" in json.loads((tmp_path / "q.jsonl").read_text())["raw"]
