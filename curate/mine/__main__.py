@@ -21,6 +21,12 @@ DEMO_LOGS = "data/logs/demo/*.jsonl"
 DEMO_JUDGE_THRESHOLD = 1.5
 
 
+def _redacted(e: BaseException) -> str:
+    from curate.mine.redact import redact
+
+    return redact(str(e))[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     offline_env()
     ap = argparse.ArgumentParser(prog="python -m curate.mine")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                   uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,
                   uncertainty_threshold=a.uncertainty_threshold)
     except (FileNotFoundError, ModelCallError) as e:
-        print(f"mine: {e}", file=sys.stderr)
+        print(f"mine: {_redacted(e)}", file=sys.stderr)  # a model call's error may echo a prompt
         return 2
     print((out / "report.md").read_text())
     print(f"mining report: {out}")
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ep = Endpoint.from_env(a.url)
         res = push_failures(ep, failures_for_review(failures, queued_prompts=queued_prompts(ep)))
     except ReviewError as e:
-        print(f"{e}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
+        print(f"{_redacted(e)}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
         return 2
     print(json.dumps(res))
     return 0

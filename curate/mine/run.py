@@ -2,8 +2,8 @@
 
 Writes `reports/mine-<week>/` (overwritten when the week is rerun): failures.parquet (redacted,
 every reason per row, cluster and its terms), drift.json, report.md and report.html (charts inline).
-Nothing leaves the process unredacted: prompts and responses are redacted before embedding,
-clustering or writing.
+Nothing leaves the process unredacted: `read_logs` redacts every string field of every row as it is
+read, and the quarantine of malformed rows, before anything is embedded, clustered, graded or written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from curate.language import detect_languages
 from curate.mine import detect as D
 from curate.mine import understand as U
 from curate.mine.logs import read_logs, select_week
-from curate.mine.redact import redact
 from sftloop.datasets import resolve_version
 
 
@@ -45,7 +44,8 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     `uncertainty_model`: a local registry entry samples `uncertainty_samples` answers per prompt (same
     sample of rows as the judge); disagreement (1 - mean pairwise MiniLM cosine) above
     `uncertainty_threshold` adds `uncertainty:disagreement`."""
-    rows, stats = read_logs(logs, out_root / ".mine-quarantine.jsonl")
+    quarantine_pii: Counter = Counter()
+    rows, stats = read_logs(logs, out_root / ".mine-quarantine.jsonl", quarantine_pii)  # redacted as read
     week, sel = select_week(rows, week)
     out = out_root / f"mine-{week}"
     shutil.rmtree(out, ignore_errors=True)  # idempotent per week
@@ -53,15 +53,10 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     pii: Counter = Counter()
     recs = []
     for r in sel:
-        conv = []
-        for m in r.conversation():
-            text, c = redact(m["content"])
-            pii.update(c)
-            conv.append({"role": m["role"], "content": text})
-        a_red, c2 = redact(r.response)
-        pii.update(c2)
+        pii.update(r.pii)
+        conv = r.conversation()
         recs.append({"request_id": r.request_id, "week": week, "timestamp": r.timestamp.isoformat(), "category": r.category,
-                     "model": r.model, "messages": conv, "prompt": conv[-1]["content"], "response": a_red,
+                     "model": r.model, "messages": conv, "prompt": conv[-1]["content"], "response": r.response,
                      "feedback": r.user_feedback, "expects_json": r.expects_json, "automated_score": r.automated_score,
                      "response_words": len(r.response.split())})
     texts = [x["prompt"] for x in recs] + [x["response"] for x in recs]
@@ -110,7 +105,8 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     (out / "drift.json").write_text(json.dumps(drift, indent=2, default=str))
     simulated = sum(1 for r in sel if r.feedback_simulated and r.user_feedback)
     summary = {"week": week, "simulated_feedback": simulated, "rows_in_logs": sum(s.rows_in for s in stats), "quarantined": sum(s.rows_quarantined for s in stats),
-               "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii), "reasons": reasons,
+               "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii),
+               "quarantine_pii_redactions": dict(quarantine_pii), "reasons": reasons,
                "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()}}
     _write_reports(out, summary, drift)
     return out
@@ -121,13 +117,14 @@ def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, r
     from curate.model_calls import judge_scores
 
     chosen = _chosen(recs, sample)
-    rows = pl.DataFrame({"id": [recs[i]["request_id"] for i in chosen],
+    # keyed by position: redacted request ids need not be unique ("[PHONE]")
+    rows = pl.DataFrame({"id": [str(i) for i in chosen],
                          "messages": [recs[i]["messages"] + [{"role": "assistant", "content": recs[i]["response"] or "(empty)"}]
                                       for i in chosen]})
     scores = judge_scores(rows, judge, root)
     by_id = {r["id"]: r["score"] for r in scores.iter_rows(named=True) if r["graded"]}
-    for x in recs:
-        x["judge_score"] = by_id.get(x["request_id"])
+    for i, x in enumerate(recs):
+        x["judge_score"] = by_id.get(str(i))
         if x["judge_score"] is not None and x["judge_score"] < threshold:
             x["reasons"].append("soft:judge_low")
     vals = list(by_id.values())
@@ -149,14 +146,14 @@ def _uncertainty(recs: list[dict], model: str, n: int, threshold: float, sample:
     from curate.model_calls import generate
 
     chosen = _chosen(recs, sample)
-    rows = pl.DataFrame({"id": [recs[i]["request_id"] for i in chosen], "messages": [recs[i]["messages"] for i in chosen]})
+    rows = pl.DataFrame({"id": [str(i) for i in chosen], "messages": [recs[i]["messages"] for i in chosen]})
     out = generate(rows, model, root, max_new_tokens=64, samples=n)
     by_id: dict[str, list[str]] = {}
     for r in out.sort("id", "sample").iter_rows(named=True):
         by_id.setdefault(r["id"], []).append(r["response"] or "(empty)")
     scores = []
     for i in chosen:
-        answers = by_id.get(recs[i]["request_id"], [])
+        answers = by_id.get(str(i), [])
         d = U.disagreement(embedder.encode(answers)) if len(answers) > 1 else float("nan")
         recs[i]["disagreement"] = None if np.isnan(d) else round(d, 4)
         if not np.isnan(d):
@@ -211,7 +208,9 @@ def _write_reports(out: Path, summary: dict, drift: dict) -> None:
     lines = [f"# Failure mining {summary['week']}", "",
              f"{summary['rows_this_week']} requests this week ({summary['rows_in_logs']} in the logs, "
              f"{summary['quarantined']} quarantined); {summary['flagged']} flagged.", "",
-             f"PII redacted before anything left the process: {summary['pii_redactions'] or 'none found'}", ""]
+             f"PII redacted before anything left the process: {summary['pii_redactions'] or 'none found'}"
+             + (f" (and in quarantined rows: {summary['quarantine_pii_redactions']})" if summary["quarantine_pii_redactions"] else ""),
+             ""]
     if summary["simulated_feedback"]:
         lines += [f"**Note: the user feedback of {summary['simulated_feedback']} rows is SIMULATED** (demo logs: made "
                   "from the judge score plus noise), not given by real users.", ""]
