@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from curate.pipeline import finalise, run
+    from curate.pipeline import DropShareError, finalise, run
     from curate.sources import InputError
     from curate.write import DatasetLocked, dataset_lock, work_dir, write_version
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                 path = write_version(cfg, res, parts, root)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+    except DropShareError as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 2
     except (InputError, DatasetLocked) as e:
         print(f"curate: {e}", file=sys.stderr)
         return 2

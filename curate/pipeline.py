@@ -15,6 +15,7 @@ The runner does the accounting datatrove-style: each stage reports in/out/droppe
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections import Counter
@@ -172,6 +173,26 @@ def _run_global_stage(stage, shards: list[Path], ctx: Context, kept: _Shards, ex
     return dropped["reason"].to_list()
 
 
+class DropShareError(RuntimeError):
+    """A stage dropped more than its `max_drop_share`: the run stops and nothing is published."""
+
+
+def check_drop_share(i: int, stage: StageConfig, st: StageStats) -> None:
+    """Stop the run when a stage drops more than its limit. Applied at every input size: a share well above
+    a stage's expected one on 10 rows is as much a sign of a config mistake as on 10,000 (an empty
+    `allowed`, a key that matches nothing); test configs that drop much on purpose say so explicitly."""
+    if st.rows_in == 0 or st.dropped / st.rows_in <= stage.drop_limit:
+        return
+    share = st.dropped / st.rows_in
+    top = "; ".join(f"{r} ({c:,})" for r, c in list(st.reasons.items())[:3])
+    allow = min(1.0, math.ceil(share * 100 + 1e-9) / 100)
+    expected = "" if stage.expected_drop_share is None else f" (typical: {stage.expected_drop_share:.0%})"
+    raise DropShareError(
+        f"stage stages[{i}] ({stage.name}) dropped {st.dropped:,} of {st.rows_in:,} rows ({share:.1%}), more than "
+        f"its max_drop_share {stage.drop_limit}{expected}; top reasons: {top}. "
+        f"Nothing was published. If this is intended, set `max_drop_share = {allow}` in that stage's [[stages]] table.")
+
+
 def _write_excluded(df: pl.DataFrame, dropped: pl.DataFrame, stage: str, excluded: _Shards) -> None:
     if dropped.height:
         full = df.join(dropped, on="_row", how="inner").select(*df.columns, "reason", "rep_id")
@@ -219,6 +240,7 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
         funnel.append(StageStats(stage.name, n, n_out, len(reasons), time.time() - t, dict(Counter(reasons).most_common())))
         if progress:
             print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {len(reasons):>6}  ({time.time() - t:.1f}s)")
+        check_drop_share(i, stage, funnel[-1])
         if prev_dir is not None:  # the previous stage's kept shards are consumed
             shutil.rmtree(prev_dir, ignore_errors=True)
         prev_dir = kept.dir

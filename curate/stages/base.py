@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Frame columns while a pipeline runs: `_row` (u32, unique per input record), `id`,
 # `messages` (list[struct{role, content}]), `source`, `meta` (JSON str), `weight`,
@@ -90,15 +91,73 @@ def empty_dropped() -> pl.DataFrame:
     return pl.DataFrame(schema={"_row": pl.UInt32, "reason": pl.String, "rep_id": pl.String})
 
 
-class StageConfig(BaseModel):
-    """A row stage: `apply` decides each row on its own, so the pipeline runs it shard by shard."""
+class FieldError(ValueError):
+    """A semantic config mistake, naming its key as written in the stage's TOML table (`allowed[0]`).
 
-    model_config = ConfigDict(extra="forbid")
+    Raised from a stage's `model_validator`; `curate.config` prefixes it with `stages[i] (type).`."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.key = key
+
+
+def check_names(key: str, values: list[str], known: Iterable[str], what: str, empty: str) -> None:
+    """Every entry of a names list is one of `known`; the list is not empty (`empty` says what an empty
+    list would do) and has no repeats. Unknown names get the closest known one as a hint."""
+    known = list(known)
+    if not values:
+        raise FieldError(key, f"empty list: {empty}; name at least one of {known}")
+    for j, v in enumerate(values):
+        if v not in known:
+            close = difflib.get_close_matches(str(v), known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FieldError(f"{key}[{j}]", f"unknown {what} {v!r}{hint} (known: {known})")
+        if v in values[:j]:
+            raise FieldError(f"{key}[{j}]", f"{v!r} is listed twice")
+
+
+def min_max_pairs(names: Iterable[str]) -> list[tuple[str, str]]:
+    """Field pairs that bound one quantity: `min_x`/`max_x` and `x_min`/`x_max`."""
+    names = set(names)
+    pairs = [(n, "max_" + n[4:]) for n in names if n.startswith("min_") and "max_" + n[4:] in names]
+    pairs += [(n, n[:-4] + "_max") for n in names if n.endswith("_min") and n[:-4] + "_max" in names]
+    return sorted(pairs)
+
+
+class StageConfig(BaseModel):
+    """A row stage: `apply` decides each row on its own, so the pipeline runs it shard by shard.
+
+    Validation is complete before any data is read: pydantic checks types (strictly: `"0.8"` is not a
+    number, `1` is not `true`) and ranges; a stage's own `model_validator` checks names against the
+    known set (raising `FieldError` with the key); every `min_x <= max_x` pair is checked here.
+
+    Drop-share guard: `expected_drop_share` documents the share of rows a stage typically drops on
+    ordinary chat data (docs/curate.md gives the measured figures); the runner stops the run when a
+    stage drops more than `max_drop_share` (default `default_max_drop_share`), because a share far
+    above the expected one is almost always a config mistake. A stage's table may raise its limit.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     needs_all_rows: ClassVar[bool] = False
+    expected_drop_share: ClassVar[float | None] = None  # each stage class declares its own (a test checks)
+    default_max_drop_share: ClassVar[float] = 0.5
+    max_drop_share: float | None = Field(None, gt=0, le=1)
 
     @property
     def name(self) -> str:
         return getattr(self, "label", None) or self.type  # type: ignore[attr-defined]
+
+    @property
+    def drop_limit(self) -> float:
+        return self.default_max_drop_share if self.max_drop_share is None else self.max_drop_share
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> "StageConfig":
+        for lo, hi in min_max_pairs(type(self).model_fields):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise FieldError(lo, f"{lo} = {a} > {hi} = {b}: no row can pass")
+        return self
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:  # pragma: no cover - interface
         raise NotImplementedError

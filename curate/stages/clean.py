@@ -11,7 +11,7 @@ id that is not the content hash of the row's messages was given by the source (`
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 
@@ -79,6 +79,7 @@ def fix_roles(messages: list[dict]) -> tuple[list[dict] | None, str | None, dict
 class Clean(StageConfig):
     type: Literal["clean"] = "clean"
     nfkc: bool = True
+    expected_drop_share: ClassVar[float] = 0.01
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         if df.is_empty():

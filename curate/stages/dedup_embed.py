@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate.cluster import cluster_by_centers
 from curate.embed import similar_pairs
-from curate.stages.base import (Context, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
-                                 rank_columns)
+from curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, check_names,
+                                 empty_dropped, keep_rank, rank_columns)
 from curate.text import contents
+from sftloop.schema import ROLES
+
+# `role` (its first turn), `role:first` or `role:all` (every turn of that role, joined)
+FIELDS = tuple(f"{r}{w}" for r in ROLES for w in ("", ":first", ":all"))
 
 
 def embed_text(df: pl.DataFrame, fields: list[str], max_chars: int) -> list[str]:
@@ -34,6 +38,19 @@ class EmbedDedup(GlobalStage):
     max_chars: int = Field(1000, gt=0)
     block: int = Field(2048, ge=64)
     borderline_margin: float = Field(0.02, ge=0, lt=0.5)  # pairs within this of threshold go to the review queue
+    expected_drop_share: ClassVar[float] = 0.02
+    default_max_drop_share: ClassVar[float] = 0.7  # see docs/curate.md: heavily duplicated sources
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> "EmbedDedup":
+        check_names("fields", self.fields, FIELDS, "field", "nothing would be embedded and every row would be a duplicate")
+        if all(f.startswith("system") for f in self.fields):
+            raise FieldError("fields", "system prompts alone are often identical across rows (or absent): "
+                                       "name a user or assistant field too")
+        if self.borderline_margin >= self.threshold:
+            raise FieldError("borderline_margin", f"borderline_margin = {self.borderline_margin} >= threshold = "
+                                                  f"{self.threshold}: every pair would be borderline")
+        return self
 
     def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         emb = ctx.embedder().encode(embed_text(df, self.fields, self.max_chars))

@@ -5,12 +5,12 @@ longest assistant content, then input order, so the choice does not depend on fi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from curate.stages.base import Context, GlobalStage, TextsOf, empty_dropped, rank_columns
+from curate.stages.base import Context, GlobalStage, TextsOf, check_names, empty_dropped, rank_columns
 from curate.text import contents, normalise_for_hash
 
 KEYS = {
@@ -23,6 +23,13 @@ KEYS = {
 class ExactDedup(GlobalStage):
     type: Literal["exact_dedup"] = "exact_dedup"
     keys: list[Literal["conversation", "first_user"]] = Field(default_factory=lambda: ["conversation", "first_user"])
+    expected_drop_share: ClassVar[float] = 0.1
+    default_max_drop_share: ClassVar[float] = 0.7  # see docs/curate.md: heavily duplicated sources
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> "ExactDedup":
+        check_names("keys", list(self.keys), KEYS, "key", "the stage would compare nothing")
+        return self
 
     def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         keys = df.select(**{f"_k_{k}": normalise_for_hash(KEYS[k]()).hash(seed=7) for k in self.keys})

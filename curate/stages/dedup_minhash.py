@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate.cluster import cluster_by_centers
 from curate.minhash import lsh_candidates, signature_matrix, verify_candidates
-from curate.stages.base import (Context, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
+from curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
                                  rank_columns)
 from curate.text import contents, jaccard_sorted
 
@@ -30,6 +30,15 @@ class MinHashDedup(GlobalStage):
     keep: Literal["longest_assistant", "quality"] = "longest_assistant"
     seed: int = 1
     borderline_margin: float = Field(0.05, ge=0, lt=0.5)  # pairs within this of threshold go to the review queue
+    expected_drop_share: ClassVar[float] = 0.03
+    default_max_drop_share: ClassVar[float] = 0.7  # see docs/curate.md: heavily duplicated sources
+
+    @model_validator(mode="after")
+    def _margin_below_threshold(self) -> "MinHashDedup":
+        if self.borderline_margin >= self.threshold:
+            raise FieldError("borderline_margin", f"borderline_margin = {self.borderline_margin} >= threshold = "
+                                                  f"{self.threshold}: every pair would be borderline")
+        return self
 
     def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         sig = signature_matrix(df.select(t=contents(None))["t"], self.num_perm, self.ngram, self.seed, ctx.progress)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
+import difflib
+import json
 import re
-from typing import Literal
+from functools import lru_cache
+from typing import ClassVar, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate.language import detect_languages
-from curate.stages.base import Context, StageConfig, StageResult
+from curate.stages.base import Context, FieldError, StageConfig, StageResult
 from curate.text import contents
+from sftloop.schema import content_id
 
 # ---------------------------------------------------------------- minimum words
 
@@ -23,6 +28,7 @@ class MinWords(StageConfig):
     """
 
     type: Literal["min_words"] = "min_words"
+    expected_drop_share: ClassVar[float] = 0.08
     user_min: int = Field(4, ge=0)
     assistant_min: int = Field(5, ge=0)
     all_user_turns: bool = False
@@ -52,31 +58,138 @@ class TokenLimit(StageConfig):
 
     System prompt, role headers and special tokens all count, exactly as `train` will see them.
     The count is kept in the `n_tokens` column (written to meta).
+
+    `mode = "drop"` drops a conversation over `max_tokens`. `mode = "truncate_turns"` keeps the longest
+    prefix that ends with an assistant reply and fits (what `train` does with `overflow = "turns"`) and
+    drops only a conversation whose first exchange does not fit (`token_limit:first_turn_too_long`).
+    A truncated row gets `turns_cut` and `tokens_cut` in meta and a new content id (the old one in
+    `pre_truncate_id`; an id the source gave is kept); the stage report counts rows truncated, turns
+    cut and tokens cut.
     """
 
     type: Literal["token_limit"] = "token_limit"
     max_tokens: int = Field(2048, gt=0)
     min_tokens: int = Field(0, ge=0)
+    mode: Literal["drop", "truncate_turns"] = "drop"
     batch_size: int = Field(512, gt=0)
+    expected_drop_share: ClassVar[float] = 0.05  # truncate_turns; drop mode on long chats drops far more
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         from tqdm import tqdm
 
         tok = ctx.tokenizer_obj()
+        truncate = self.mode == "truncate_turns"
         msgs = df["messages"].to_list()
         counts: list[int] = []
+        kept_turns: dict[int, tuple[int, int] | None] = {}  # row -> (messages kept, tokens) for rows over the limit
         for i in tqdm(range(0, len(msgs), self.batch_size), desc="token_limit", disable=not ctx.progress, unit="batch"):
-            texts = tok.apply_chat_template(msgs[i:i + self.batch_size], tokenize=False)
-            enc = tok(texts, add_special_tokens=False)["input_ids"]
-            counts.extend(len(x) for x in enc)
+            batch = msgs[i:i + self.batch_size]
+            texts = tok.apply_chat_template(batch, tokenize=False)
+            enc = tok(texts, add_special_tokens=False, return_offsets_mapping=truncate)
+            n = [len(x) for x in enc["input_ids"]]
+            counts.extend(n)
+            if truncate:
+                for j in (j for j, c in enumerate(n) if c > self.max_tokens):
+                    ends = [b for _, b in enc["offset_mapping"][j]]
+                    kept_turns[i + j] = fit_prefix(tok, batch[j], texts[j], ends, self.max_tokens)
+        report = {"tokenizer": ctx.tokenizer, "max_tokens": self.max_tokens, "mode": self.mode}
+        if truncate:
+            df, counts, report = self._truncate(df, msgs, counts, kept_turns, report)
         df = df.with_columns(n_tokens=pl.Series(counts, dtype=pl.Int32))
-        ctx.reports["token_limit"] = {"tokenizer": ctx.tokenizer, "max_tokens": self.max_tokens}
-        reason = (pl.when(pl.col("n_tokens") > self.max_tokens).then(pl.lit(f"token_limit:>{self.max_tokens}"))
+        ctx.reports["token_limit"] = report
+        over = (pl.lit("token_limit:first_turn_too_long") if truncate else pl.lit(f"token_limit:>{self.max_tokens}"))
+        reason = (pl.when(pl.col("n_tokens") > self.max_tokens).then(over)
                   .when(pl.col("n_tokens") < self.min_tokens).then(pl.lit(f"token_limit:<{self.min_tokens}")))
         return StageResult.split(df, reason)
 
+    def _truncate(self, df: pl.DataFrame, msgs: list, counts: list[int], kept_turns: dict, report: dict):
+        """Replace each row over the limit by its longest fitting prefix (rows with none keep their count,
+        so the reason expression drops them)."""
+        new_msgs, ids, metas = list(msgs), df["id"].to_list(), df["meta"].to_list()
+        rows = turns = tokens = 0
+        for r, fit in kept_turns.items():
+            if fit is None:
+                continue
+            keep, n_tok = fit
+            m = json.loads(metas[r]) if metas[r] else {}
+            m["turns_cut"], m["tokens_cut"] = len(msgs[r]) - keep, counts[r] - n_tok
+            new_msgs[r] = msgs[r][:keep]
+            given = ids[r] != content_id(msgs[r])  # an id the source gave (`records`) is kept, as `clean` does
+            nid = ids[r] if given else content_id(new_msgs[r])
+            if nid != ids[r]:
+                m.setdefault("pre_truncate_id", ids[r])
+            ids[r] = nid
+            metas[r] = json.dumps(m, ensure_ascii=False, sort_keys=True)
+            rows, turns, tokens = rows + 1, turns + m["turns_cut"], tokens + m["tokens_cut"]
+            counts[r] = n_tok
+        report.update(rows_truncated=rows, turns_cut=turns, tokens_cut=tokens,
+                      rows_first_turn_too_long=sum(v is None for v in kept_turns.values()))
+        if rows:
+            df = df.with_columns(messages=pl.Series(new_msgs, dtype=df.schema["messages"]),
+                                 id=pl.Series(ids, dtype=pl.String), meta=pl.Series(metas, dtype=pl.String))
+        return df, counts, report
+
+
+def fit_prefix(tok, messages: list[dict], text: str, token_ends: list[int], max_tokens: int) -> tuple[int, int] | None:
+    """The longest prefix of `messages` that ends with an assistant reply and fits `max_tokens`:
+    (number of messages kept, its exact token count), or None when even the first exchange does not fit.
+
+    `text` is the full rendering and `token_ends` its tokens' end offsets (one tokenization). A prefix's
+    size is estimated from where its own rendering ends in `text` (templates are prefix-stable: the
+    rendering of turns [:k] is the start of the full one; where not, the prefix is tokenized itself),
+    found by binary search over the turn boundaries, then confirmed by tokenizing the chosen prefix
+    once, so the count is exactly what `train` will see.
+    """
+    cands = [k + 1 for k, m in enumerate(messages[:-1]) if m["role"] == "assistant"]  # proper prefixes
+    exact: dict[int, int] = {}
+
+    def size(n: int, confirm: bool = False) -> int:
+        if n in exact:
+            return exact[n]
+        r = tok.apply_chat_template(messages[:n], tokenize=False)
+        if confirm or not text.startswith(r):
+            exact[n] = len(tok(r, add_special_tokens=False)["input_ids"])
+            return exact[n]
+        return bisect.bisect_right(token_ends, len(r))
+
+    lo, hi = 0, len(cands)  # cands[:lo] fit by estimate; find the largest fitting index
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if size(cands[mid]) <= max_tokens:
+            lo = mid + 1
+        else:
+            hi = mid
+    for n in reversed(cands[:lo]):  # confirm; step back in the rare case the estimate was off
+        n_tok = size(n, confirm=True)
+        if n_tok <= max_tokens:
+            return n, n_tok
+    return None
+
 
 # ---------------------------------------------------------------- language
+
+
+@lru_cache(maxsize=1)
+def lingua_codes() -> dict[str, str]:
+    """ISO 639-1 code -> language name, for every language lingua detects (75)."""
+    from lingua import Language as L
+
+    return dict(sorted((lang.iso_code_639_1.name.lower(), lang.name.lower()) for lang in L.all()))
+
+
+def iso_code_hint(value: str) -> str:
+    """`; did you mean 'en'?` for a language name, an ISO 639-3 code or a wrong case; else ''."""
+    from lingua import Language as L
+
+    v = str(value).strip().lower()
+    by_alias = {lang.name.lower(): lang.iso_code_639_1.name.lower() for lang in L.all()}
+    by_alias |= {lang.iso_code_639_3.name.lower(): lang.iso_code_639_1.name.lower() for lang in L.all()}
+    by_alias |= {c: c for c in lingua_codes()}
+    code = by_alias.get(v)
+    if code is None:
+        close = difflib.get_close_matches(v, [a for a in by_alias if len(a) > 3], n=1, cutoff=0.75)
+        code = by_alias[close[0]] if close else None
+    return f"; did you mean {code!r}?" if code else ""
 
 
 class Language(StageConfig):
@@ -91,6 +204,23 @@ class Language(StageConfig):
     max_chars: int = Field(600, gt=0)  # lingua is accurate on a few sentences; more costs time
     min_chars: int = Field(20, ge=0)
     drop_undetermined: bool = False
+    expected_drop_share: ClassVar[float] = 0.05
+
+    @model_validator(mode="after")
+    def _iso_codes(self) -> "Language":
+        known = lingua_codes()
+        if not self.allowed:
+            raise FieldError("allowed", "empty list would drop every row; name ISO 639-1 codes, e.g. [\"en\"]")
+        for j, code in enumerate(self.allowed):
+            if code == "und":
+                raise FieldError(f"allowed[{j}]", "'und' is not a language; undetermined rows are kept unless "
+                                                  "drop_undetermined = true")
+            if code not in known:
+                raise FieldError(f"allowed[{j}]", f"{code!r} is not an ISO 639-1 code lingua detects"
+                                                  f"{iso_code_hint(code)} (known: {', '.join(known)})")
+            if code in self.allowed[:j]:
+                raise FieldError(f"allowed[{j}]", f"{code!r} is listed twice")
+        return self
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         texts = df.select(t=contents(("user", "assistant")))["t"].to_list()
@@ -113,6 +243,7 @@ class Parroting(StageConfig):
     """Drop when an assistant turn mostly repeats its user turn: 1 - nltk jaccard_distance >= threshold."""
 
     type: Literal["parroting"] = "parroting"
+    expected_drop_share: ClassVar[float] = 0.01
     threshold: float = Field(0.85, gt=0, le=1)
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
@@ -156,6 +287,7 @@ class Truncated(StageConfig):
     """
 
     type: Literal["truncated"] = "truncated"
+    expected_drop_share: ClassVar[float] = 0.05
     last_turn_only: bool = True
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
@@ -182,6 +314,7 @@ class Refusal(StageConfig):
     """Refusal / boilerplate replies ("As an AI language model ..."): `mode = "filter"` drops, `"flag"` marks meta."""
 
     type: Literal["refusal"] = "refusal"
+    expected_drop_share: ClassVar[float] = 0.03
     mode: Literal["filter", "flag"] = "filter"
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:

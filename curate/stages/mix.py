@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 from pydantic import Field
@@ -21,9 +21,10 @@ class Mix(GlobalStage):
     """
 
     type: Literal["mix"] = "mix"
-    focus_prefix: str = "mined:"
+    focus_prefix: str = Field("mined:", min_length=1)  # "" would make every row focus data
     min_ordinary_share: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
+    expected_drop_share: ClassVar[float] = 0.0  # only focus rows over the cap; none when focus data is small
 
     def features(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         return df.select("_row", "id", "source", "weight")

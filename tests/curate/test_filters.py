@@ -69,3 +69,88 @@ def test_refusal_filter_and_flag(ctx):
     assert reasons(Refusal().apply(df, ctx)) == {0: "refusal"}
     res = Refusal(mode="flag").apply(df, ctx)
     assert res.dropped.height == 0 and res.kept["refusal"].to_list() == [True, False]
+
+
+def _smollm2():
+    from transformers import AutoTokenizer
+    from sftloop.assets import path
+
+    return AutoTokenizer.from_pretrained(path("smollm2-135m-instruct"))
+
+
+def _n_tokens(tok, conv) -> int:
+    text = tok.apply_chat_template([{"role": r, "content": c} for r, c in conv], tokenize=False)
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def test_token_limit_truncate_turns_keeps_the_longest_fitting_prefix_ending_with_an_assistant_reply(ctx):
+    import json
+
+    tok = _smollm2()
+    long_reply = " ".join(["Interest is added to the balance every month and then earns interest itself."] * 12)
+    conv = [("user", Q), ("assistant", A), ("user", "And what about loans, does it work the same way?"),
+            ("assistant", long_reply), ("user", "Thanks, one more: what is APR?"),
+            ("assistant", "APR is the yearly rate including fees, so you can compare offers.")]
+    full, four, two = _n_tokens(tok, conv), _n_tokens(tok, conv[:4]), _n_tokens(tok, conv[:2])
+    assert two < four < full
+    too_long_first = [("user", Q), ("assistant", long_reply + " " + long_reply), ("user", "ok?"), ("assistant", A)]
+    fits = [("user", Q), ("assistant", A)]
+    df = frame([conv, conv, too_long_first, fits])
+    # row 1 (same conversation) is checked against a tighter limit below
+    res = TokenLimit(max_tokens=four, mode="truncate_turns").apply(df, ctx)
+    assert reasons(res) == {2: "token_limit:first_turn_too_long"}
+    kept = {r: row for r, row in zip(res.kept["_row"].to_list(), res.kept.iter_rows(named=True))}
+    r0 = kept[0]
+    assert [(m["role"], m["content"]) for m in r0["messages"]] == conv[:4]  # ends with the assistant reply
+    assert r0["n_tokens"] == four  # the exact templated count of what is kept, as train will see it
+    meta = json.loads(r0["meta"])
+    assert meta["turns_cut"] == 2 and meta["tokens_cut"] == full - four
+    assert meta["pre_truncate_id"] == df["id"][0] and r0["id"] != df["id"][0]
+    assert kept[3]["id"] == df["id"][3] and "turns_cut" not in json.loads(kept[3]["meta"])  # fitting rows untouched
+    rep = ctx.reports["token_limit"]
+    assert rep["mode"] == "truncate_turns" and rep["rows_truncated"] == 2 and rep["turns_cut"] == 4
+    assert rep["tokens_cut"] == 2 * (full - four) and rep["rows_first_turn_too_long"] == 1
+    # one token less: only the first exchange fits
+    res = TokenLimit(max_tokens=four - 1, mode="truncate_turns").apply(df.head(1), ctx)
+    assert res.kept["n_tokens"][0] == two and len(res.kept["messages"][0]) == 2
+    assert json.loads(res.kept["meta"][0])["turns_cut"] == 4
+    # drop mode (the default) keeps the old behaviour: the whole row goes
+    assert reasons(TokenLimit(max_tokens=four).apply(df, ctx)) == {0: f"token_limit:>{four}", 1: f"token_limit:>{four}",
+                                                                   2: f"token_limit:>{four}"}
+
+
+def test_token_limit_truncate_turns_agrees_with_exact_prefix_counts_on_sharegpt(ctx):
+    """On real ShareGPT conversations, the kept prefix is the longest fitting one by exact tokenization
+    of every prefix (the slow way `train` would count it)."""
+    import json
+
+    import polars as pl
+
+    from sftloop.assets import path
+    from sftloop.schema import PARQUET_SCHEMA, ChatRecord
+
+    roles = {"human": "user", "gpt": "assistant"}
+    rows = []
+    with open(path("sharegpt-v3-partial"), encoding="utf-8") as f:
+        for line in f:
+            turns = [(roles.get(t["from"]), t["value"]) for t in json.loads(line)["conversations"]]
+            alternating = all(r == ("user" if k % 2 == 0 else "assistant") and c.strip() for k, (r, c) in enumerate(turns))
+            if alternating and len(turns) >= 6 and len(turns) % 2 == 0:
+                rec = ChatRecord.model_validate({"messages": [{"role": r, "content": c} for r, c in turns], "source": "s"})
+                rows.append(rec.to_row())
+            if len(rows) == 25:
+                break
+    df = pl.DataFrame(rows, schema=PARQUET_SCHEMA).with_row_index("_row")
+    tok = _smollm2()
+    res = TokenLimit(max_tokens=512, mode="truncate_turns").apply(df, ctx)
+    dropped = set(res.dropped["_row"].to_list())
+    kept = {r: m for r, m in zip(res.kept["_row"].to_list(), res.kept["messages"].to_list())}
+    for r, msgs in enumerate(df["messages"].to_list()):
+        conv = [(m["role"], m["content"]) for m in msgs]
+        ends = [k + 1 for k, (role, _) in enumerate(conv) if role == "assistant"]
+        fitting = [n for n in ends if _n_tokens(tok, conv[:n]) <= 512]
+        if not fitting:
+            assert r in dropped
+        else:
+            assert len(kept[r]) == max(fitting), r
+    assert ctx.reports["token_limit"]["rows_truncated"] > 0

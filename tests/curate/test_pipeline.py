@@ -137,3 +137,38 @@ def test_sharded_run_gives_the_same_dataset(tmp_path, fix):
     v2 = run(tmp_path, cfg)
     assert v2.name == v1.name
     assert {p.name: p.read_bytes() for p in v2.iterdir()} == files
+
+
+def test_a_stage_dropping_more_than_its_max_drop_share_stops_the_run(tmp_path, fix, capsys):
+    """`allowed = ["de"]` is a valid config that drops 13 of 14 fixture rows: exit 2 naming the stage, the
+    share, the limit and the top reasons, and nothing is published; the stage's own table can allow it."""
+    stages = '[[stages]]\ntype = "clean"\n[[stages]]\ntype = "language"\nallowed = ["de"]\n'
+    cfg = write_config(tmp_path, fix, stages=stages)
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--root", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "stages[1] (language) dropped 13 of 14 rows (92.9%)" in err and "max_drop_share 0.5" in err
+    assert "language:en (" in err and "`max_drop_share = 0.93`" in err
+    assert not (tmp_path / "out" / "fixture-mix" / "LATEST").exists()  # nothing published
+    cfg.write_text(cfg.read_text().replace('allowed = ["de"]', 'allowed = ["de"]\nmax_drop_share = 0.93'))
+    v = run(tmp_path, cfg)
+    assert pl.read_parquet(v / "train.parquet").height + pl.read_parquet(v / "val.parquet").height == 1
+    assert "max_drop_share" not in json.dumps(json.loads((v / "manifest.json").read_text())["config"])
+
+
+def test_truncate_turns_in_a_run_keeps_long_conversations(tmp_path, fix):
+    """The fixtures' multi-turn conversations under a tight limit: truncated (meta records it), not dropped."""
+    stages = '[[stages]]\ntype = "clean"\n[[stages]]\ntype = "token_limit"\nmax_tokens = 100\nmode = "truncate_turns"\n'
+    cfg = write_config(tmp_path, fix, stages=stages)
+    v = run(tmp_path, cfg)
+    m = json.loads((v / "manifest.json").read_text())
+    tl = next(st for st in m["funnel"] if st["stage"] == "token_limit")
+    rep = m["stage_reports"]["token_limit"]
+    assert rep["rows_truncated"] == 2 and rep["tokens_cut"] > 0 and rep["turns_cut"] == 4  # 2 of the 14 rows
+    assert tl["dropped"] == 1  # its single exchange is 107 tokens
+    assert tl["dropped"] == rep["rows_first_turn_too_long"] == tl["reasons"].get("token_limit:first_turn_too_long", 0)
+    rows = pl.concat([pl.read_parquet(v / "train.parquet"), pl.read_parquet(v / "val.parquet")])
+    metas = [json.loads(x) for x in rows["meta"]]
+    assert sum("turns_cut" in x for x in metas) == rep["rows_truncated"]
+    assert all(x["n_tokens"] <= 100 for x in metas)
