@@ -354,9 +354,11 @@ def _iter_csv(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callabl
         quarantine_file(stats, qw, path, f"cannot read the file: {e.strerror or e}")
         return
     with f:
-        reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         try:
             header = next(reader, None)
+            while header is not None and not any(h.strip() for h in header):  # blank lines before the header
+                header = next(reader, None)
         except (csv.Error, OSError) as e:
             quarantine_file(stats, qw, path, f"unreadable header: {e}", "<header>")
             return
@@ -415,12 +417,16 @@ def _iter_csv(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callabl
 
 def _iter_file(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callable[[Any], Any],
                limit: int) -> Iterator[Any]:
-    if path.suffix not in FILE_TYPES:
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
         quarantine_file(stats, qw, path, f"unsupported file type {path.suffix!r} (known: {', '.join(FILE_TYPES)})")
         return
-    if path.suffix == ".json":
+    if path.exists() and not path.is_file():  # a FIFO, socket or device would block or never end
+        quarantine_file(stats, qw, path, "not a regular file")
+        return
+    if suffix == ".json":
         yield from _iter_json(path, stats, qw, parse, limit)
-    elif path.suffix in (".csv", ".tsv"):
+    elif suffix in (".csv", ".tsv"):
         yield from _iter_csv(path, stats, qw, parse, limit)
     else:
         yield from iter_records(path, stats, qw, parse, max_row_bytes=limit)

@@ -396,13 +396,50 @@ def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, par
         row_no = 0
         try:
             for batch in pf.iter_batches(batch_size=batch_size):
-                for obj in batch.to_pylist():
+                try:
+                    objs = batch.to_pylist()
+                except UnicodeDecodeError:  # a string column holds bytes that are not UTF-8: find the rows
+                    objs = None
+                if objs is not None:
+                    for obj in objs:
+                        row_no += 1
+                        yield row_no, obj
+                    continue
+                for k in range(batch.num_rows):
                     row_no += 1
-                    yield row_no, obj
+                    got = _parquet_row(batch.slice(k, 1))
+                    if isinstance(got, Quarantined):
+                        stats.rows_in += 1
+                        quarantine_row(stats, quarantine, path, row_no, got.field, got.error, got.raw)
+                    else:
+                        yield row_no, got
         except Exception as e:  # noqa: BLE001 - a corrupt row group: the unread rest is one entry
             quarantine_file(stats, quarantine, path, f"unreadable Parquet after row {row_no}: {e}")
 
     yield from parse_objects(rows(), path, stats, quarantine, parse, max_row_bytes)
+
+
+def _parquet_row(one: Any) -> Any:
+    """One row of a record batch as a dict, or a `Quarantined` (file/row filled in by the caller) naming
+    the column whose bytes are not UTF-8."""
+    try:
+        return one.to_pylist()[0]
+    except UnicodeDecodeError:
+        pass
+    import pyarrow as pa
+
+    raw: dict[str, Any] = {}
+    bad: list[str] = []
+    for name in one.schema.names:
+        col = one.column(name)
+        try:
+            raw[name] = col.to_pylist()[0]
+        except UnicodeDecodeError as e:
+            bad.append(f"column {name!r}: not valid UTF-8: byte {e.object[e.start:e.start + 1].hex()} at byte {e.start + 1}")
+            raw[name] = (col.cast(pa.binary()).to_pylist()[0] if pa.types.is_string(col.type) else None)
+    shown = json.dumps(raw, default=lambda b: b.decode("utf-8", "backslashreplace") if isinstance(b, bytes) else str(b),
+                       ensure_ascii=False)
+    return Quarantined("", 0, ENCODING_FIELD, "; ".join(bad) or "not valid UTF-8", shown)
 
 
 def iter_records(path: Path | str, stats: ReadStats | None = None, quarantine: Path | QuarantineWriter | None = None,
@@ -412,9 +449,9 @@ def iter_records(path: Path | str, stats: ReadStats | None = None, quarantine: P
     stats = stats if stats is not None else ReadStats(str(path))
     qw = quarantine if isinstance(quarantine, QuarantineWriter) else QuarantineWriter(quarantine)
     try:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             yield from iter_parquet(path, stats, qw, parse, max_row_bytes=max_row_bytes)
-        elif path.suffix in (".jsonl", ".ndjson"):
+        elif path.suffix.lower() in (".jsonl", ".ndjson"):
             yield from iter_jsonl(path, stats, qw, parse, max_row_bytes=max_row_bytes)
         else:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .parquet)")

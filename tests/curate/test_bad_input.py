@@ -101,6 +101,22 @@ def test_invalid_byte_sequences_mid_file_cost_one_row(tmp_path):
     assert len(recs) == 3 and [(x["row"], x["field"]) for x in q] == [(3, "<encoding>")]
 
 
+def test_parquet_string_bytes_that_are_not_utf8_cost_their_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = records_frame([ChatRecord.model_validate({"messages": MSGS, "source": "t"})] * 3).to_arrow()
+    ids = b"id-0id-1caf\xe9"  # row 3's id holds a Latin-1 byte (pyarrow writes it unchecked)
+    offsets = pa.array([0, 4, 8, 12], type=pa.int32()).buffers()[1]
+    bad_ids = pa.Array.from_buffers(pa.string(), 3, [None, offsets, pa.py_buffer(ids)])
+    p = tmp_path / "in.parquet"
+    pq.write_table(good.set_column(0, "id", bad_ids), p)
+    recs, _, q = read(tmp_path, "records", p)
+    assert [r.id for r in recs] == ["id-0", "id-1"]
+    assert [(x["row"], x["field"]) for x in q] == [(3, "<encoding>")] and "column 'id'" in q[0]["error"]
+    assert json.loads(q[0]["raw"])["id"] == "caf\\xe9"  # the raw row, the bad byte shown
+
+
 def test_undecodable_json_document_is_accounted(tmp_path):
     p = tmp_path / "in.json"
     p.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "ok"}]}')
@@ -165,8 +181,8 @@ def test_csv_bad_header_is_one_file_level_entry(tmp_path):
 
 
 @pytest.mark.parametrize("suffix,data", [(".json", b""), (".json", b"  \n\t"), (".json", b"[]"), (".json", b"{}"),
-                                         (".jsonl", b""), (".jsonl", b"\n\n  \n"), (".csv", b""),
-                                         (".csv", b"instruction,output\n")])
+                                         (".jsonl", b""), (".jsonl", b"\n\n  \n"), (".csv", b""), (".csv", b" \n\n"),
+                                         (".csv", b"instruction,output\n"), (".JSONL", b"")])
 def test_empty_files_are_noted_not_lost(tmp_path, suffix, data):
     p = tmp_path / f"in{suffix}"
     p.write_bytes(data)
@@ -400,6 +416,11 @@ def test_each_run_gets_its_own_work_dir_and_the_lock_is_reentrant(tmp_path):
         with dataset_lock(b):  # write_version inside the CLI's lock
             assert (b / ".lock").read_text().strip() == str(os.getpid())
     assert w1.exists()  # our own live work dirs are never taken for stale ones
+
+
+def test_unreadable_config_exits_2(tmp_path, capsys):
+    rc, err = cli(tmp_path, str(tmp_path / "no-such.toml"), capsys)
+    assert rc == 2 and "no-such.toml" in err and "Traceback" not in err
 
 
 def test_resolve_paths_errors_are_input_errors(tmp_path):
