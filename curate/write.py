@@ -46,7 +46,9 @@ _held: dict[Path, list] = {}  # lock path -> [open file, depth]: re-entrant with
 @contextmanager
 def dataset_lock(base: Path) -> Iterator[None]:
     """Hold `<base>/.lock` while writing dataset `base.name`; non-blocking: raises `DatasetLocked`
-    with the holder's pid. Once held, temp dirs left by killed runs (`.work-*`, `.writing-*`) are removed."""
+    with the holder's pid. Once held, temp dirs left by killed runs (`.work-*`, `.writing-*`) are removed.
+    A run that made the dataset dir and published nothing removes it again (and the dirs it made above)."""
+    created = [p for p in (base, *base.parents) if not p.exists()]  # deepest first
     base.mkdir(parents=True, exist_ok=True)
     key = (base / ".lock").resolve()
     if key in _held:
@@ -56,15 +58,23 @@ def dataset_lock(base: Path) -> Iterator[None]:
         finally:
             _held[key][1] -= 1
         return
-    fh = open(key, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip() or "unknown"
-        fh.close()
-        raise DatasetLocked(f"dataset {base.name} is being written by another run (pid {pid}); "
-                            "try again when it ends") from None
+    while True:
+        fh = open(key, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            fh.close()
+            raise DatasetLocked(f"dataset {base.name} is being written by another run (pid {pid}); "
+                                "try again when it ends") from None
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(key).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # a run that just ended removed this lock file: lock the current one
     fh.truncate(0)
     fh.write(f"{os.getpid()}\n")
     fh.flush()
@@ -75,6 +85,13 @@ def dataset_lock(base: Path) -> Iterator[None]:
     finally:
         del _held[key]
         fh.truncate(0)
+        if created and [p.name for p in base.iterdir()] == [".lock"]:  # nothing published by the first run
+            key.unlink(missing_ok=True)
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
 

@@ -256,6 +256,8 @@ def undecodable(text: str, encoding: str) -> str | None:
 
 def printable(text: str) -> str:
     """`text` with undecodable-byte markers shown as \\xNN (for the quarantine's raw row)."""
+    if text.isascii() or undecodable(text, "utf-8") is None:
+        return text
     return _UNDECODABLE.sub(lambda m: "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC00 <= ord(c) <= 0xDCFF
                                               else f"\\u{ord(c):04x}" for c in m.group()), text)
 
