@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curate.lengths import LengthReference
 from curate.sources import PARSERS
 from sftloop.schema import MAX_ROW_BYTES
 from curate.stages import STAGES
@@ -65,6 +66,7 @@ class PipelineConfig(BaseModel):
     sources: list[SourceSpec] = Field(min_length=1)
     stages: list[StageConfig]
     split: SplitSpec = Field(default_factory=SplitSpec)
+    length_reference: LengthReference | None = None  # lengths vs serving (curate.lengths)
 
 
 def error_key(err: dict) -> str:
@@ -216,4 +218,6 @@ def _has_chat_template(d: Path) -> bool:
 def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
     d = cfg.model_dump(exclude={"stages", "shard_rows"})  # how it ran, not what it made
     d["stages"] = [s.model_dump(exclude={"max_drop_share"}) for s in cfg.stages]  # a guard, not what it made
+    if d.get("length_reference") is None:  # unset: version ids of existing configs stay as they were
+        d.pop("length_reference", None)
     return d

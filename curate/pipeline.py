@@ -195,7 +195,8 @@ def check_drop_share(i: int, stage: StageConfig, st: StageStats) -> None:
 
 def _write_excluded(df: pl.DataFrame, dropped: pl.DataFrame, stage: str, excluded: _Shards) -> None:
     if dropped.height:
-        full = df.join(dropped, on="_row", how="inner").select(*df.columns, "reason", "rep_id")
+        extra = [c for c in dropped.columns if c not in df.columns and c not in ("reason", "rep_id")]  # e.g. a score
+        full = df.join(dropped, on="_row", how="inner").select(*df.columns, *extra, "reason", "rep_id")
         excluded.write(_fold_helpers_into_meta(full.with_columns(stage=pl.lit(stage))).select(list(EXCLUDED_SCHEMA)))
 
 
@@ -256,7 +257,7 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
 
 def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:
     """Helper columns stages added (n_tokens, lang, refusal) go into meta; the record schema stays fixed."""
-    helpers = [c for c in ("n_tokens", "lang", "refusal") if c in df.columns]
+    helpers = [c for c in ("n_tokens", "lang", "refusal", "leakage") if c in df.columns]
     if not helpers:
         return df
     metas = []

@@ -28,8 +28,11 @@ from typing import Iterator
 import polars as pl
 
 from curate.config import PipelineConfig, config_dict
+from curate.lengths import length_report, lengths_markdown, lengths_png
 from curate.pipeline import EXCLUDED_SCHEMA, RunResult
+from curate.stages.system_prompt import distribution_markdown, prompt_distribution
 from sftloop import assets
+from sftloop.settings import repo_root
 
 
 def _sha(p: Path) -> str:
@@ -244,9 +247,17 @@ def _write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], 
         "excluded_reasons": dict(pl.scan_parquet(tmp / "excluded.parquet").group_by("reason").len().sort("reason")
                                  .collect().iter_rows()),
     }
+    # the data-quality checklist (docs/curate.md): system prompts and token lengths of every split
+    splits = {k: tmp / f"{k}.parquet" for k in ("train", "val", "test") if k in files}
+    manifest["system_prompts"] = {k: prompt_distribution(pl.scan_parquet(p)) for k, p in splits.items()}
+    manifest["lengths"], length_arrays = length_report(cfg.tokenizer, splits, cfg.length_reference, repo_root())
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
-    (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts))
+    (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts)
+                                   + distribution_markdown(manifest["system_prompts"])
+                                   + lengths_markdown(manifest["lengths"]))
     funnel_png(funnel, tmp / "funnel.png", f"{cfg.name} {version}")
+    if length_arrays:
+        lengths_png(length_arrays, tmp / "lengths.png", f"{cfg.name} {version}: tokens ({cfg.tokenizer})")
     return publish(base, tmp, version)
 
 

@@ -11,12 +11,14 @@ from curate.stages.dedup_embed import EmbedDedup
 from curate.stages.dedup_exact import ExactDedup
 from curate.stages.dedup_minhash import MinHashDedup
 from curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated
+from curate.stages.leakage import LabelLeakage
 from curate.stages.mix import Mix
+from curate.stages.system_prompt import SystemPrompt
 
 STAGES = {
     cls.model_fields["type"].default: cls
     for cls in (Clean, MinWords, TokenLimit, Language, Parroting, Truncated, Refusal,
-                ExactDedup, MinHashDedup, EmbedDedup, Decontaminate, Mix)
+                ExactDedup, MinHashDedup, EmbedDedup, Decontaminate, Mix, LabelLeakage, SystemPrompt)
 }
 
 __all__ = ["STAGES", "Context", "StageResult"]
