@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {e}", file=sys.stderr)
         return 2
     except (InputError, DatasetLocked) as e:
-        print(f"curate: {e}", file=sys.stderr)
+        print(f"curate: {' '.join(str(e).split())}", file=sys.stderr)  # one line
         return 2
     except OSError as e:  # the output dir cannot be written (permissions, disk full)
         print(f"curate: cannot write {e.filename or base}: {e.strerror or e}; nothing published", file=sys.stderr)

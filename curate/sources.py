@@ -424,6 +424,8 @@ def _iter_file(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callab
     if path.exists() and not path.is_file():  # a FIFO, socket or device would block or never end
         quarantine_file(stats, qw, path, "not a regular file")
         return
+    if path.exists() and path.stat().st_size == 0:
+        return  # 0 bytes, whatever the type (not even a Parquet footer): the caller notes it as empty
     if suffix == ".json":
         yield from _iter_json(path, stats, qw, parse, limit)
     elif suffix in (".csv", ".tsv"):

@@ -117,7 +117,7 @@ class Quarantined:
 
     def message(self) -> str:
         where = self.file if self.row is None else f"{self.file}:{self.row}"
-        return f"{where}: field '{self.field}': {self.error}"
+        return f"{where}: field '{self.field}': {' '.join(self.error.split())}"  # one line
 
 
 @dataclass

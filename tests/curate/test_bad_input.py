@@ -182,11 +182,11 @@ def test_csv_bad_header_is_one_file_level_entry(tmp_path):
 
 @pytest.mark.parametrize("suffix,data", [(".json", b""), (".json", b"  \n\t"), (".json", b"[]"), (".json", b"{}"),
                                          (".jsonl", b""), (".jsonl", b"\n\n  \n"), (".csv", b""), (".csv", b" \n\n"),
-                                         (".csv", b"instruction,output\n"), (".JSONL", b"")])
+                                         (".csv", b"instruction,output\n"), (".JSONL", b""), (".parquet", b"")])
 def test_empty_files_are_noted_not_lost(tmp_path, suffix, data):
     p = tmp_path / f"in{suffix}"
     p.write_bytes(data)
-    recs, stats, q = read(tmp_path, "alpaca" if suffix == ".csv" else "messages", p)
+    recs, stats, q = read(tmp_path, {".csv": "alpaca", ".parquet": "records"}.get(suffix, "messages"), p)
     assert recs == [] and q == [] and stats[0].rows_in == 0 and stats[0].notes == ["no rows (empty file)"]
 
 
