@@ -125,7 +125,11 @@ def work_dir(base: Path) -> Path:
 
 def _temp_version_dir(base: Path) -> Path:
     base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".writing-{os.getpid()}-", dir=base))
+    tmp = Path(tempfile.mkdtemp(prefix=f".writing-{os.getpid()}-", dir=base))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; a published version is as readable as any new dir
+    return tmp
 
 
 def source_hashes(cfg: PipelineConfig) -> dict[str, str]:

@@ -326,6 +326,13 @@ def test_records_ids_are_kept_through_clean_and_funnel_counts_file_level_entries
     assert sorted((os.path.basename(x["file"]), x["row"], x["field"]) for x in q) == [
         ("a.jsonl", 3, "weight"), ("b.parquet", None, "<file>")]
     assert not [p for p in base(tmp_path).iterdir() if p.name.startswith((".work", ".writing"))]  # cleaned up
+    assert v.stat().st_mode & 0o777 == 0o777 & ~_umask()  # not the temp dir's private 0700
+
+
+def _umask() -> int:
+    um = os.umask(0)
+    os.umask(um)
+    return um
 
 
 @pytest.mark.parametrize("path,needle", [("{d}/missing.jsonl", "missing.jsonl' matches no file"),
