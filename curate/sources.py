@@ -269,12 +269,33 @@ def _iter_json(path: Path, stats: ReadStats, qw: QuarantineWriter, parse: Callab
 
 
 _NEXT_OBJECT = re.compile(r"[,\[]\s*(?=\{)")
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')  # strings (skipped whole) and structure
+
+
+def _element_end(text: str, i: int) -> int | None:
+    """End of the array element starting at `i`, by bracket depth outside strings: a broken token
+    (a bare word, a missing comma) rarely breaks the brackets. None if they never close."""
+    depth = 0
+    for m in _TOKEN.finditer(text, i):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth <= 0:
+                return m.end() if depth == 0 else m.start()
+        elif c == "," and depth == 0:
+            return m.start()
+    return None
 
 
 def _resync(dec: json.JSONDecoder, text: str, i: int) -> int:
-    """After a broken array element: the start of the next element that decodes and is followed by
-    ',' or ']' (so the good rows after one bad row are still read); len(text) when there is none."""
-    for m in _NEXT_OBJECT.finditer(text, i):
+    """After a broken array element at `i`: where the next element starts, so the good rows after one
+    bad row are still read. First by bracket depth; if the brackets never close, the next '{' after
+    ',' or '[' that decodes and is followed by ',' or ']'; len(text) when there is none."""
+    if (end := _element_end(text, i)) is not None:
+        return end
+    for m in _NEXT_OBJECT.finditer(text, i + 1):
         try:
             _, end = dec.raw_decode(text, m.end())
         except json.JSONDecodeError:
@@ -309,7 +330,7 @@ def _iter_json_array(path: Path, text: str, i: int, enc: str, stats: ReadStats, 
             try:
                 obj, end = dec.raw_decode(text, i)
             except json.JSONDecodeError as e:
-                resume = _resync(dec, text, i + 1)
+                resume = _resync(dec, text, i)
                 piece = text[i:resume].strip()
                 if resume < n:
                     reason = _json_error(text, e.pos, e.msg) + "; skipped to the next object"

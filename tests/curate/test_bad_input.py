@@ -211,6 +211,11 @@ def test_json_object_of_rows_and_broken_array_elements(tmp_path):
     assert len(recs) == 2 and [(x["row"], x["field"]) for x in q] == [(2, "<json>"), (4, "<json>")]
     assert "line 3 column 15" in q[0]["error"] and "truncated" in q[1]["error"]
     assert stats[0].notes == ["JSON array is not closed (truncated file?)"]
+    p = tmp_path / "nested.json"  # the broken element holds objects of its own: none of them is taken for a row
+    p.write_text(json.dumps([msg_row(0)])[:-1] + ', {"messages": [{"role": "user", "content": "q"}, bad, '
+                 '{"role": "assistant", "content": "a"}], "meta": {"k": "v"}}, ' + json.dumps(msg_row(2)) + "]")
+    recs, stats, q = read(tmp_path, "messages", p)
+    assert len(recs) == 2 and [(x["row"], x["field"]) for x in q] == [(2, "<json>")] and stats[0].notes == []
 
 
 def test_directories_unreadable_and_unsupported_files_in_a_glob(tmp_path):
