@@ -60,18 +60,29 @@ def _turns(df: pl.DataFrame) -> pl.DataFrame:
 
 def _containment(cd, cp, ch, rm, rd, rp, rh, n_msgs: int) -> np.ndarray:
     """Per message index (< n_msgs): the share of its distinct shingles that occur in an earlier context
-    turn of the same conversation (NaN for messages without reply shingles). Context (doc cd, turn cp, hash ch) and reply shingles (message rm, doc rd, turn rp)
-    are keyed by one 64-bit hash of (doc, shingle), so the group-by and join are on one u64 column."""
+    turn of the same conversation (NaN for messages without reply shingles).
+
+    Context (doc cd, turn cp, hash ch) and reply shingles (message rm, doc rd, turn rp) are keyed by
+    one 64-bit hash of (doc, shingle) and sorted together by (key, turn) in one Polars sort; a reply
+    shingle is found when a context entry precedes it in its key's run (a cumulative count), and
+    repeats of a shingle in one reply are adjacent (same key and turn). No group-by, no join."""
     with np.errstate(over="ignore"):
         ck = _mix(ch ^ (cd.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
         rk = _mix(rh ^ (rd.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
-    first = pl.DataFrame({"k": ck, "p": cp}).group_by("k").agg(first=pl.col("p").min())
-    with np.errstate(over="ignore"):  # reply shingle keys are already per doc; distinct per message too
-        mk = _mix(rk ^ (rm.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))
-    rep = pl.DataFrame({"m": rm, "k": rk, "p": rp, "mk": mk}).filter(pl.col("mk").is_first_distinct())
-    hits = rep.join(first, on="k", how="left").select("m", hit=(pl.col("first") < pl.col("p")).fill_null(False))
-    rm, hit = hits["m"].to_numpy(), hits["hit"].to_numpy()
-    n, h = np.bincount(rm, minlength=n_msgs), np.bincount(rm, weights=hit, minlength=n_msgs)
+    both = pl.DataFrame({"k": np.concatenate([ck, rk]), "p": np.concatenate([cp, rp]),
+                         "m": np.concatenate([np.full(len(ck), -1, dtype=np.int64), rm.astype(np.int64)])})
+    both = both.sort("k", "p")
+    k, p, m = both["k"].to_numpy(), both["p"].to_numpy(), both["m"].to_numpy()
+    is_ctx = m < 0
+    new_key = np.r_[True, k[1:] != k[:-1]]
+    seen = np.cumsum(is_ctx)
+    before = seen - is_ctx  # context entries up to and excluding this one ...
+    start = np.maximum.accumulate(np.where(new_key, np.arange(len(k)), 0))
+    found = (before - (seen[start] - is_ctx[start])) > 0  # ... within this key's run (earlier turns sort first)
+    repeat = np.r_[False, (~new_key[1:]) & (p[1:] == p[:-1]) & ~is_ctx[:-1]]
+    rep = ~is_ctx & ~repeat
+    n = np.bincount(m[rep], minlength=n_msgs)
+    h = np.bincount(m[rep], weights=found[rep], minlength=n_msgs)
     return np.divide(h, n, out=np.full(n_msgs, np.nan), where=n > 0)
 
 
