@@ -30,7 +30,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from curate.stages.base import Context, StageConfig, StageResult
 from curate.text import _mix, shingle_hashes, word_hashes
@@ -129,6 +129,16 @@ class LabelLeakage(StageConfig):
     min_reply_words: int = Field(3, ge=1)  # shorter replies: unscored (see module doc)
     exempt_pattern: str | None = EXEMPT  # "" or null: no exemption
     expected_drop_share: ClassVar[float] = 0.01  # ShareGPT asset after clean, defaults: 0.7 % (docs/curate.md)
+
+    @field_validator("exempt_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v:
+            try:  # the regex engine the stage uses (Rust `regex`), checked before any data is read
+                pl.Series([""]).str.contains(v)
+            except pl.exceptions.ComputeError as e:
+                raise ValueError(f"not a valid regex: {str(e).splitlines()[0]}") from None
+        return v
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         if df.height == 0:

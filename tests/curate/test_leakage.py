@@ -86,6 +86,17 @@ def test_copy_tasks_and_multiple_choice_are_exempt_unless_switched_off(ctx):
     assert reasons(LabelLeakage().apply(frame([[("user", doc), ("assistant", LEAKY_A)]]), ctx)) == {0: "label_leakage"}
 
 
+def test_a_bad_exempt_pattern_fails_when_the_config_is_read():
+    import pytest
+
+    from curate.config import ConfigError, parse_stage
+
+    with pytest.raises(ConfigError, match="exempt_pattern: not a valid regex"):
+        parse_stage(0, {"type": "label_leakage", "exempt_pattern": "(unclosed"})
+    with pytest.raises(ConfigError, match="mode"):
+        parse_stage(0, {"type": "label_leakage", "mode": "drop"})
+
+
 def test_empty_frame_and_unicode(ctx):
     res = LabelLeakage().apply(frame([[("user", Q), ("assistant", A)]]).head(0), ctx)
     assert res.kept.height == 0 and res.dropped.height == 0
