@@ -402,23 +402,72 @@ def iter_parquet(path: Path, stats: ReadStats, quarantine: QuarantineWriter, par
                     objs = batch.to_pylist()
                 except UnicodeDecodeError:  # a string column holds bytes that are not UTF-8: find the rows
                     objs = None
-                if objs is not None:
-                    for obj in objs:
-                        row_no += 1
-                        yield row_no, obj
-                    continue
+                sizes = batch_text_bytes(batch) if objs is not None else None
                 for k in range(batch.num_rows):
                     row_no += 1
-                    got = _parquet_row(batch.slice(k, 1))
+                    got = objs[k] if objs is not None else _parquet_row(batch.slice(k, 1))
                     if isinstance(got, Quarantined):
-                        stats.rows_in += 1
-                        quarantine_row(stats, quarantine, path, row_no, got.field, got.error, got.raw)
+                        field, error, raw = got.field, got.error, got.raw
+                    elif (size := int(sizes[k]) if sizes is not None else row_size_over(got, max_row_bytes) or 0) \
+                            > max_row_bytes:
+                        (field, error), raw = oversize(size, max_row_bytes, got), json.dumps(got, default=str)
                     else:
                         yield row_no, got
+                        continue
+                    stats.rows_in += 1
+                    quarantine_row(stats, quarantine, path, row_no, field, error, raw)
         except Exception as e:  # noqa: BLE001 - a corrupt row group: the unread rest is one entry
             quarantine_file(stats, quarantine, path, f"unreadable Parquet after row {row_no}: {e}")
 
-    yield from parse_objects(rows(), path, stats, quarantine, parse, max_row_bytes)
+    yield from parse_objects(rows(), path, stats, quarantine, parse)
+
+
+def batch_text_bytes(batch: Any) -> Any:
+    """UTF-8 bytes of the text values of each row of an Arrow record batch, vectorised (the same
+    measure as `row_size_over`, without converting rows to Python); None for a column type it does
+    not cover (dictionary, map, ...), where the caller measures row by row."""
+    import numpy as np
+
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        sizes = _arrow_text_bytes(col)
+        if sizes is None:
+            return None
+        total += sizes
+    return total
+
+
+def _arrow_text_bytes(arr: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        child = _arrow_text_bytes(arr.values)  # offsets index the whole values array (also when sliced)
+        if child is None:
+            return None
+        cs = np.concatenate([[0], np.cumsum(child)])
+        off = arr.offsets.to_numpy().astype(np.int64)
+        out = cs[off[1:]] - cs[off[:-1]]
+    elif pa.types.is_struct(t):
+        out = np.zeros(len(arr), dtype=np.int64)
+        for f in arr.flatten():
+            sub = _arrow_text_bytes(f)
+            if sub is None:
+                return None
+            out += sub
+    elif (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+          or pa.types.is_temporal(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+          or pa.types.is_decimal(t)):
+        return np.zeros(len(arr), dtype=np.int64)  # no text: decoded to numbers, bytes, dates
+    else:
+        return None
+    if arr.null_count:
+        out[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+    return out
 
 
 def _parquet_row(one: Any) -> Any:

@@ -136,3 +136,20 @@ def test_quarantine_writer_never_fails_on_a_raw_row(tmp_path):
     qw.write(Quarantined("f", 1, "<encoding>", "bad", "caf\udce9"))  # a lone surrogate
     qw.close()
     assert "caf" in json.loads((tmp_path / "q.jsonl").read_text())["raw"]
+
+
+def test_vectorised_parquet_row_sizes_equal_the_row_walk():
+    import pyarrow as pa
+
+    from sftloop.schema import _strings, batch_text_bytes, text_bytes
+
+    rows = [{"id": None if i % 3 == 0 else f"id{i}",
+             "messages": None if i % 7 == 0 else [{"role": "user", "content": None if i % 5 == 0 else "h\u00e9 \u65e5" * i}
+                                                   for _ in range(i % 4)],
+             "tags": [["a", None], None, ["bb"]] if i % 4 else None, "s": {"x": "yy", "n": i} if i % 6 else None,
+             "weight": 1.0 if i % 2 else None} for i in range(60)]
+    table = pa.Table.from_pylist(rows)
+    for batch in [*table.to_batches(max_chunksize=16), table.slice(11, 30).to_batches()[0]]:
+        want = [sum(text_bytes(s) for _, s in _strings(obj)) for obj in batch.to_pylist()]
+        assert batch_text_bytes(batch).tolist() == want
+    assert batch_text_bytes(pa.RecordBatch.from_pydict({"d": pa.array(["a"]).dictionary_encode()})) is None  # walked
