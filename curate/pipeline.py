@@ -29,6 +29,7 @@ from curate.config import PipelineConfig
 from curate.sources import InputError, SourceConfig, iter_source, resolve_paths
 from curate.split import assign_splits
 from curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
+from curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
 from curate.text import contents
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
@@ -222,6 +223,7 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
     quarantined = sum(s["rows_quarantined"] for s in src_stats)
     rows_in = sum(s["rows_in"] for s in src_stats)
     _check_input(src_stats, rows_in, n_rows, first_errors)
+    ctx.reports[INPUT_SYSTEM_PROMPTS] = prompt_distribution(pl.scan_parquet(shards))  # the writer reports it
     funnel = [StageStats("read", rows_in, n_rows, quarantined, time.time() - t0,
                          {"quarantined": quarantined} if quarantined else {})]
     if n_rows != rows_in - quarantined:  # pair extraction changes the count: say so in the funnel

@@ -30,7 +30,7 @@ import polars as pl
 from curate.config import PipelineConfig, config_dict
 from curate.lengths import length_report, lengths_markdown, lengths_png
 from curate.pipeline import EXCLUDED_SCHEMA, RunResult
-from curate.stages.system_prompt import distribution_markdown, prompt_distribution
+from curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, distribution_markdown, prompt_distribution
 from sftloop import assets
 from sftloop.settings import repo_root
 
@@ -253,7 +253,9 @@ def _write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], 
     }
     # the data-quality checklist (docs/curate.md): system prompts and token lengths of every split
     splits = {k: tmp / f"{k}.parquet" for k in ("train", "val", "test") if k in files}
-    manifest["system_prompts"] = {k: prompt_distribution(pl.scan_parquet(p)) for k, p in splits.items()}
+    inputs = manifest["stage_reports"].pop(INPUT_SYSTEM_PROMPTS, None)  # counted by the pipeline as rows are read
+    manifest["system_prompts"] = ({"input": inputs} if inputs else {}) | {
+        k: prompt_distribution(pl.scan_parquet(p)) for k, p in splits.items()}
     manifest["lengths"], length_arrays = length_report(cfg.tokenizer, splits, cfg.length_reference, repo_root())
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
     (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts)

@@ -13,7 +13,8 @@ one system prompt, first, so neither matches serving, and which one to keep is n
 Rows whose messages change get a new id (the old one is kept as `meta.pre_system_prompt_id`).
 
 `prompt_distribution` is what the writer reports for every version, configured or not: the
-distinct system prompts of a split with their counts.
+distinct system prompts of the rows read (counted by the pipeline before the first stage) and of
+every split, with their counts.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def _new_ids(df: pl.DataFrame) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- distribution (the writer's report)
+
+INPUT_SYSTEM_PROMPTS = "input_system_prompts"  # the pipeline's count of the rows read (ctx.reports key)
 
 
 def prompt_distribution(lf: pl.LazyFrame, top: int = 10, excerpt_chars: int = 80) -> dict:

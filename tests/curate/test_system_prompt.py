@@ -116,6 +116,8 @@ def test_writer_reports_system_prompts_with_and_without_the_stage(tmp_path):
 
     before = run("")
     assert before["train"]["rows_without"] == 2 and before["train"]["top"][0]["count"] == 3
+    assert before["input"] == before["train"]
     after = run(f'[[stages]]\ntype = "system_prompt"\nprompt = "{P}"\nmode = "replace"\n')
     assert after["train"]["rows_without"] == 0 and after["train"]["distinct"] == 1
     assert after["train"]["top"][0]["count"] == 5 and after["train"]["top"][0]["excerpt"] == P
+    assert after["input"] == before["input"]  # what came in, before the stage replaced it
