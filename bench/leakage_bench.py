@@ -60,7 +60,7 @@ def main() -> None:
     sub = df.head(a.rows)
     stage = LabelLeakage(mode="flag", exempt_pattern="")  # the exemption is a regex on candidates only
     t = time.perf_counter()
-    ours = stage.apply(sub, ctx).kept["leakage"].to_numpy()
+    ours = stage.apply(sub, ctx).kept["label_leakage"].to_numpy()
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     base = np.round(baseline_scores(sub["messages"].to_list()), 3)

@@ -207,7 +207,8 @@ def length_report(tokenizer: str, parts: dict[str, Path], reference: LengthRefer
             entry["error"] = f"{type(e).__name__}: {e}"
         else:
             arrays["reference"] = (p, r)
-            entry |= {"prompt": summary(p), "reply": summary(r), "rows_skipped": sum(s.rows_quarantined for s in stats),
+            entry |= {"prompt": summary(p), "reply": summary(r),
+                      "rows_skipped": sum(s.rows_quarantined for s in stats),
                       "first_errors": [e for s in stats for e in s.errors][:5]} | (
                 {"template_refused": refused} if refused else {})
             if "train" in arrays:
@@ -240,7 +241,8 @@ def lengths_markdown(report: dict) -> str:
                     lines.append(f"\nKS train vs reference, {part} tokens: D = {k[part]['statistic']:.4f} "
                                  f"(p = {k[part]['pvalue']:.3g}, n = {k[part]['n']} vs {k[part]['n_reference']})")
             if ref["rows_skipped"]:
-                lines.append(f"\nreference rows skipped: {ref['rows_skipped']} (first: {'; '.join(ref['first_errors'][:2])})")
+                first = "; ".join(ref["first_errors"][:2])
+                lines.append(f"\nreference rows skipped: {ref['rows_skipped']} (first: {first})")
     return "\n".join(lines) + "\n"
 
 

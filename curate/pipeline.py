@@ -259,7 +259,7 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
 
 def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:
     """Helper columns stages added (n_tokens, lang, refusal) go into meta; the record schema stays fixed."""
-    helpers = [c for c in ("n_tokens", "lang", "refusal", "leakage") if c in df.columns]
+    helpers = [c for c in ("n_tokens", "lang", "refusal", "label_leakage") if c in df.columns]
     if not helpers:
         return df
     metas = []

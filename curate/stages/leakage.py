@@ -21,7 +21,7 @@ turn before a reply asks for one (`exempt_pattern`: an imperative verb starting 
 multiple-choice cues), a turn over the threshold is kept and counted in the stage report
 (`rows_exempt_over_threshold`); `exempt_pattern = ""` turns the exemption off.
 `mode = "filter"` drops rows over `threshold` (reason `label_leakage`); `"flag"` keeps them. In both
-modes the row's score goes to `meta.leakage` (3 decimals), for dropped rows too.
+modes the row's score goes to `meta.label_leakage` (3 decimals), for dropped rows too.
 """
 
 from __future__ import annotations
@@ -142,19 +142,20 @@ class LabelLeakage(StageConfig):
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         if df.height == 0:
-            return StageResult.split(df.with_columns(leakage=pl.lit(None, pl.Float64)), None)
+            return StageResult.split(df.with_columns(label_leakage=pl.lit(None, pl.Float64)), None)
         ts = turn_scores(df, self.ngram, self.min_reply_words, self.exempt_pattern, self.threshold)
         over = ts["score"] >= self.threshold
         ts = ts.with_columns(_hit=over & ~ts["exempt"], _exempt_hit=over & ts["exempt"])
-        per_row = ts.group_by("doc").agg(leakage=pl.col("score").max().round(3), _hit=pl.col("_hit").any(),
+        per_row = ts.group_by("doc").agg(label_leakage=pl.col("score").max().round(3), _hit=pl.col("_hit").any(),
                                          _exempt=pl.col("_exempt_hit").any())
         full = (df.with_row_index("doc").join(per_row, on="doc", how="left", maintain_order="left")
-                .with_columns(pl.col("_hit", "_exempt").fill_null(False), pl.col("leakage").fill_null(0.0)).drop("doc"))
+                .with_columns(pl.col("_hit", "_exempt").fill_null(False), pl.col("label_leakage").fill_null(0.0))
+                .drop("doc"))
         ctx.reports[self.name] = {
             "rows_scored": df.height, "turns_scored": ts.height, "rows_over_threshold": int(full["_hit"].sum()),
             "rows_exempt_over_threshold": int((full["_exempt"] & ~full["_hit"]).sum()),
             "score_histogram": {f"{b / 10:.1f}": int(c) for b, c in
-                                zip(*np.unique(np.minimum((full["leakage"].to_numpy() * 10).astype(int), 9),
+                                zip(*np.unique(np.minimum((full["label_leakage"].to_numpy() * 10).astype(int), 9),
                                                return_counts=True))},
         }
         full = full.drop("_exempt")
@@ -163,5 +164,6 @@ class LabelLeakage(StageConfig):
         res = StageResult.split(full, pl.when(pl.col("_hit")).then(pl.lit("label_leakage")))
         res.kept = res.kept.drop("_hit")
         # the score rides along with the dropped rows, so excluded.parquet has it in meta too
-        res.dropped = res.dropped.join(full.select("_row", "leakage"), on="_row", how="left", maintain_order="left")
+        res.dropped = res.dropped.join(full.select("_row", "label_leakage"), on="_row", how="left",
+                                       maintain_order="left")
         return res

@@ -27,8 +27,8 @@ def test_long_context_with_short_answer_is_caught_where_parroting_is_not(ctx):
     assert reasons(Parroting().apply(df, ctx)) == {}  # the word sets differ in size: Jaccard is small
     res = LabelLeakage().apply(df, ctx)
     assert reasons(res) == {0: "label_leakage"}
-    assert res.dropped["leakage"].to_list() == [1.0]
-    assert res.kept["leakage"].to_list() == [0.0]  # the clean QA pair: nothing of the answer is in the question
+    assert res.dropped["label_leakage"].to_list() == [1.0]
+    assert res.kept["label_leakage"].to_list() == [0.0]  # the clean QA pair: nothing of the answer is in the question
     assert ctx.reports["label_leakage"]["rows_over_threshold"] == 1
 
 
@@ -42,7 +42,7 @@ def test_score_is_containment_of_the_reply_ngrams_casefolded_without_punctuation
 def test_flag_keeps_rows_and_writes_the_score(ctx):
     df = frame([[("user", LEAKY_Q), ("assistant", LEAKY_A)], [("user", Q), ("assistant", A)]])
     res = LabelLeakage(mode="flag").apply(df, ctx)
-    assert res.dropped.height == 0 and res.kept["leakage"].to_list() == [1.0, 0.0]
+    assert res.dropped.height == 0 and res.kept["label_leakage"].to_list() == [1.0, 0.0]
     res = LabelLeakage(mode="filter", threshold=1.0).apply(df, ctx)
     assert reasons(res) == {0: "label_leakage"}
 
@@ -53,7 +53,7 @@ def test_every_assistant_turn_is_scored_against_earlier_system_and_user_turns_on
     own_reply = [("user", Q), ("assistant", A), ("user", "Say that again please, word for word."), ("assistant", A)]
     res = LabelLeakage().apply(frame([clean_first, own_reply]), ctx)
     assert reasons(res) == {0: "label_leakage"}  # a later turn leaks from the system prompt: max over turns
-    assert res.kept["leakage"].to_list() == [0.0]  # repeating its own earlier reply is not the label in the input
+    assert res.kept["label_leakage"].to_list() == [0.0]  # repeating its own earlier reply is not the label in the input
 
 
 def test_short_answers_unscored_by_default_and_matched_as_a_whole_span_when_asked(ctx):
@@ -61,7 +61,7 @@ def test_short_answers_unscored_by_default_and_matched_as_a_whole_span_when_aske
     df = frame([[("user", ctx_text), ("assistant", "42")],
                 [("user", ctx_text), ("assistant", "Forty-two.")],      # 2 words, not in the context
                 [("user", ctx_text), ("assistant", "42 dollars")]])     # 2 words, a contiguous span of it
-    assert LabelLeakage().apply(df, ctx).kept["leakage"].to_list() == [0.0, 0.0, 0.0]
+    assert LabelLeakage().apply(df, ctx).kept["label_leakage"].to_list() == [0.0, 0.0, 0.0]
     res = LabelLeakage(min_reply_words=1).apply(df, ctx)
     assert reasons(res) == {0: "label_leakage", 2: "label_leakage"}
     ts = turn_scores(frame([[("user", "is it dollars 42 or not"), ("assistant", "42 dollars")]]))
@@ -78,7 +78,7 @@ def test_copy_tasks_and_multiple_choice_are_exempt_unless_switched_off(ctx):
     res = LabelLeakage().apply(df, ctx)
     assert reasons(res) == {2: "label_leakage"}
     assert ctx.reports["label_leakage"]["rows_exempt_over_threshold"] == 2
-    assert res.kept["leakage"].to_list()[0] >= 0.8  # exempt rows are kept with their score
+    assert res.kept["label_leakage"].to_list()[0] >= 0.8  # exempt rows are kept with their score
     assert reasons(LabelLeakage(exempt_pattern="").apply(df, ctx)) == {0: "label_leakage", 1: "label_leakage",
                                                                      2: "label_leakage"}
     # "correct" inside a pasted document is not an instruction: no exemption
@@ -102,7 +102,7 @@ def test_empty_frame_and_unicode(ctx):
     assert res.kept.height == 0 and res.dropped.height == 0
     df = frame([[("user", "Übersetze nicht: Der schnelle braune Fuchs springt über den faulen Hund"),
                  ("assistant", "Der SCHNELLE braune Fuchs springt über den faulen Hund!")]])
-    assert LabelLeakage(mode="flag").apply(df, ctx).kept["leakage"].to_list() == [1.0]
+    assert LabelLeakage(mode="flag").apply(df, ctx).kept["label_leakage"].to_list() == [1.0]
 
 
 def test_pipeline_writes_the_score_into_meta_of_kept_and_excluded_rows(tmp_path):
@@ -130,6 +130,6 @@ def test_pipeline_writes_the_score_into_meta_of_kept_and_excluded_rows(tmp_path)
     base = tmp_path / "out" / "leak"
     v = base / (base / "LATEST").read_text().strip()
     ex = pl.read_parquet(v / "excluded.parquet")
-    assert ex["reason"].to_list() == ["label_leakage"] and json.loads(ex["meta"][0])["leakage"] == 1.0
+    assert ex["reason"].to_list() == ["label_leakage"] and json.loads(ex["meta"][0])["label_leakage"] == 1.0
     train = pl.read_parquet(v / "train.parquet")
-    assert train.height == 3 and all(json.loads(m)["leakage"] == 0.0 for m in train["meta"])
+    assert train.height == 3 and all(json.loads(m)["label_leakage"] == 0.0 for m in train["meta"])
