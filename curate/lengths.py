@@ -7,8 +7,8 @@ default system prompt counts too); the **reply** is the last assistant reply's c
 tokens). Per split: count, mean, p5/p25/p50/p75/p95/p99, max. Rows are read in Parquet record
 batches and tokenized in batches (fast tokenizer), so memory is a batch plus one int per row.
 
-With `[length_reference]` (`path = "golden"`, or a JSONL/Parquet file or glob of chat records or
-production-log rows), the same numbers are computed on the reference, and the two-sample
+With `[length_reference]` (`path = "golden"`, or a JSONL/Parquet file, glob, `asset:` or
+`dataset:<dir>[:split]` of chat records or production-log rows), the same numbers are computed on the reference, and the two-sample
 Kolmogorov-Smirnov statistic (`scipy.stats.ks_2samp`) of train vs reference, for prompt and reply
 lengths, goes into the manifest and funnel.md, with overlaid CDFs in `lengths.png`. A reference row
 that cannot be read is skipped and counted with its file, row and field (first errors listed);
@@ -17,7 +17,6 @@ it never stops the run.
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -31,7 +30,8 @@ Conversation = tuple[list[dict], str | None]  # (prompt messages, reply or None)
 
 class LengthReference(BaseModel):
     """`[length_reference]`: what the model will be served with. `path = "golden"` (the golden set:
-    its messages are the prompt, its reference answer the reply) or a JSONL/Parquet file or glob:
+    its messages are the prompt, its reference answer the reply) or a JSONL/Parquet file, glob,
+    `asset:<name>` or `dataset:<dataset dir>[:split]`:
     chat records (`messages`, the last assistant turn is the reply) or production-log rows
     (`messages` or `prompt`, plus `response`). A bare string is accepted as the path."""
 
@@ -52,8 +52,16 @@ class LengthReference(BaseModel):
         return self
 
 
-def reference_files(pattern: str) -> list[Path]:
-    return sorted(p for p in map(Path, glob.glob(str(Path(pattern).expanduser()))) if p.suffix in READERS)
+def reference_files(spec: str) -> list[Path]:
+    """The JSONL/Parquet files of a source-style spec: a file, a glob, `asset:<name>` or
+    `dataset:<dataset dir>[:split]` (`curate.sources.resolve_paths`); [] when it names none."""
+    from curate.sources import InputError, resolve_paths
+
+    try:
+        paths = resolve_paths(str(Path(spec).expanduser()) if not spec.startswith(("asset:", "dataset:")) else spec)
+    except InputError:
+        return []
+    return [p for p in paths if p.is_file() and p.suffix.lower() in READERS]
 
 
 # ---------------------------------------------------------------- numbers

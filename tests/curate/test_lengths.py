@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from curate_frames import frame
 
-from curate.lengths import LengthReference, ks, length_report, summary, token_lengths
+from curate.lengths import LengthReference, ks, length_report, reference_files, summary, token_lengths
 from sftloop.settings import repo_root
 
 CONVS = [
@@ -152,6 +152,8 @@ def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp
     md = (v / "funnel.md").read_text()
     assert "## Lengths (tokens, smollm2-135m-instruct)" in md and "KS train vs reference, prompt tokens" in md
     assert (v / "lengths.png").stat().st_size > 1000
+    # a dataset version as the reference: the LATEST version's split
+    assert reference_files(f"dataset:{base}:train") == [v / "train.parquet"]
 
     cfg.write_text(head + f'[length_reference]\npath = "{tmp_path}/nothing-*.jsonl"\n')
     with pytest.raises(ConfigError, match="length_reference"):
