@@ -9,8 +9,11 @@ prefix-stable (Mistral v0.3 moves the system prompt into the *last* user turn; P
    sentinels is the template's scaffolding (role headers, end-of-turn markers, user turns, BOS per
    turn...), so `full` must read `scaffold_0 reply_1 scaffold_1 reply_2 ... scaffold_n`. Each reply
    is found right where its scaffolding ends, as the template emits it (verbatim, stripped, trimmed,
-   or with past reasoning dropped: any substring of the content). A template that does not render a
-   reply at all, or transforms it beyond recognition, is refused with a MaskingError naming the turn.
+   or with past reasoning dropped: any substring of the content). Where the scaffolding itself depends
+   on the content (Qwen3 moves a final reply's `<think>` block into its header), the reply is what lies
+   between the point where the rendering leaves the skeleton and the scaffolding after the reply, and it
+   must hold the reply's answer. A template that does not render a reply at all, or transforms it beyond
+   recognition, is refused with a MaskingError naming the turn.
 2. **The end-of-turn marker is what the model must emit to stop.** After a reply the rendering holds
    the marker plus whatever scaffolding follows (the next turn's header, or Phi-3's trailing
    `<|endoftext|>`). The trained tail is the longest common prefix of what follows a reply when
@@ -31,7 +34,7 @@ approach needs two renderings per conversation, fewer than rendering every prefi
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import weakref
 from dataclasses import dataclass
 from typing import Literal
@@ -94,7 +97,7 @@ def _stop_tokens(tok, stop_ids: tuple[int, ...]) -> tuple[str, ...]:
     if tok.eos_token:
         out.append(str(tok.eos_token))
     for i in stop_ids:
-        s = tok.convert_ids_to_tokens(int(i))
+        s = tok.decode([int(i)])
         if s and s not in out:
             out.append(s)
     return tuple(out)
@@ -117,11 +120,15 @@ def _cut_at_stop(tail: str, stops: tuple[str, ...]) -> str | None:
 
 
 def _sentinels(messages: list[dict]) -> list[str]:
-    blob = "".join(str(m.get("content", "")) for m in messages)
-    while True:
-        nonce = secrets.token_hex(4).upper()  # upper case, digits, no spaces: survives strip/trim/upper
-        if nonce not in blob:
-            return [f"SFTLOOPREPLY{nonce}N{i}X" for i in range(len(messages))]
+    """One sentinel per message, absent from the conversation; deterministic (a hash of it, re-hashed on collision).
+
+    Upper case letters and digits, no spaces: survives strip/trim/upper and JSON escaping.
+    """
+    blob = "\x00".join(str(m.get("content", "")) for m in messages)
+    nonce = hashlib.sha256(blob.encode()).hexdigest()[:8].upper()
+    while f"SFTLOOPREPLY{nonce}" in blob:
+        nonce = hashlib.sha256(nonce.encode()).hexdigest()[:8].upper()
+    return [f"SFTLOOPREPLY{nonce}N{i}X" for i in range(len(messages))]
 
 
 def _skeleton(tok, messages: list[dict]) -> tuple[list[int], list[str], str]:
@@ -169,13 +176,18 @@ def check_template(tok, stop_ids: tuple[int, ...] = ()) -> TemplateInfo:
         raise MaskingError("tokenizer has no eos_token: generation could never stop; set tok.eos_token", "template")
     probe = [{"role": "user", "content": "Hello, can you help me?"}, {"role": "assistant", "content": ""},
              {"role": "user", "content": "Thanks. One more question?"}, {"role": "assistant", "content": ""}]
-    try:
-        turns, sents, skel = _skeleton(tok, probe)
-        pieces = _scaffolding(skel, turns, sents)
-        _, sents1, skel1 = _skeleton(tok, probe[:2])
-        last_first = skel1[skel1.find(sents1[0]) + len(sents1[0]):]
-    except MaskingError as e:
-        raise MaskingError(f"chat template fails on a plain user/assistant probe conversation: {e}", "template") from None
+    errs: list[MaskingError] = []
+    for attempt in (probe, [{"role": "system", "content": "You are helpful."}] + probe):  # some templates need a system turn
+        try:
+            turns, sents, skel = _skeleton(tok, attempt)
+            pieces = _scaffolding(skel, turns, sents)
+            _, sents1, skel1 = _skeleton(tok, attempt[:-2])
+            last_first = skel1[skel1.find(sents1[0]) + len(sents1[0]):]
+            break
+        except MaskingError as e:
+            errs.append(e)
+    else:
+        raise MaskingError(f"chat template fails on a plain user/assistant probe conversation: {errs[0]}", "template")
     followed, last = pieces[1], pieces[2]  # after a reply another turn comes / the conversation ends
     common = _lcp(followed, last, last_first)
     marker = _cut_at_stop(common, stops)
@@ -242,7 +254,7 @@ def _locate_diverging(full: str, pos: int, before: str, content: str, after: str
     """The reply when the rendering leaves the template's structure inside the scaffolding before it.
 
     Everything from where the rendering diverges from the sentinel rendering up to the scaffolding that
-    follows the reply is the reply as rendered (e.g. `reasoning\n</think>\n\nanswer`); it must hold the reply's
+    follows the reply is the reply as rendered (e.g. `reasoning\\n</think>\\n\\nanswer`); it must hold the reply's
     final answer, else the turn is refused.
     """
     start = pos + len(_lcp(before, full[pos:pos + len(before)]))
@@ -274,6 +286,8 @@ def assistant_spans(tok, messages: list[dict], stop_ids: tuple[int, ...] = ()) -
         else:  # scaffolding that depends on the content (Qwen3 moves a final reply's <think> block into its header)
             start, end = _locate_diverging(full, pos, before, content, after, last, i)
         tail = info.marker if after.startswith(info.marker) else _tail(tok, messages, i, after, info)
+        if not full.startswith(tail, end):
+            raise MaskingError(f"assistant turn {i} is not followed by its end-of-turn marker {tail!r} in the rendering")
         spans.append((start, end + len(tail)))
         pos = end
     return full, spans

@@ -243,3 +243,22 @@ def test_encode_records_refuses_a_bad_template_once_and_counts_unlocatable_rows(
     tok.eos_token = "<|endoftext|>"
     with pytest.raises(DataError, match="never stops"):
         encode_records([rec("a", CONV)], tok, cfg)
+
+
+def test_qwen3_final_reasoning_is_trained_and_past_reasoning_is_dropped():
+    tok = make_tokenizer("qwen3")
+    conv = [SYSTEM, CONV[0], {"role": "assistant", "content": "<think>\nphoto first\n</think>\n\nPlease send a photo."},
+            CONV[2], {"role": "assistant", "content": "<think>\nusual delay\n</think>\n\nTwo business days."}]
+    # the final reply's <think> block moves into its header (content-dependent scaffolding); it is model output
+    assert label_segments(tok, encode(tok, conv)) == ["Please send a photo.<|im_end|>",
+                                                      "usual delay\n</think>\n\nTwo business days.<|im_end|>"]
+
+
+def test_marker_that_differs_from_the_probe_is_taken_from_this_conversation():
+    tok = make_tokenizer("smollm2-chatml")
+    # with a system prompt this template ends turns with <|endoftext|> instead of <|im_end|> (both stop generation)
+    tok.chat_template = ("{% set end = '<|endoftext|>' if messages[0].role == 'system' else '<|im_end|>' %}"
+                         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{{ end }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    enc = encode(tok, [SYSTEM] + CONV, stop_ids=(tok.convert_tokens_to_ids("<|endoftext|>"),))
+    assert label_segments(tok, enc) == [m["content"] + "<|endoftext|>" for m in CONV if m["role"] == "assistant"]
