@@ -7,7 +7,7 @@ doubled spaces, dashes, dots, a line break or `\\r\\n` between groups, apostroph
 e-mails, `name [at] example [dot] com`), then validated, so that look-alikes stay:
 - cards: 13-19 digits, Luhn, and the issuer prefix/length of a major brand;
 - IBANs: the country's registered length and mod 97;
-- IPs: `ipaddress`; IPv6 needs at least three groups (`1::2` in a slice is not an address);
+- IPs: `ipaddress`; IPv6 needs three groups, or two with a 4-digit one (`1::2` in a slice is not one);
 - phones: Google's libphonenumber port (`phonenumbers`) says the number is possible (international
   form) or possible in one of the common regions (national form); undelimited digit strings must be a
   valid number there, or follow a phone keyword;
@@ -34,15 +34,29 @@ LABELS = ("EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE")
 NL = r"(?:[ \t]*\r?\n[ \t]*)"  # a line break (with the spaces around it) inside a value
 SEP = rf"(?:[ \t]{{1,3}}|{NL}|[ \t]?[-.\u2010-\u2015/][ \t]?)"  # between digit groups
 # Words that label the number after them as something other than PII (order #123456789, version 1.2.3.4).
-NOT_PII_LABEL = re.compile(
-    r"(?i)(?:\b(?:order|orders|invoice|inv|ticket|case|ref|reference|tracking|track|shipment|parcel|package|"
-    r"isbn(?:-1[03])?|issn|doi|version|ver|v|build|release|rel|revision|rev|firmware|patch|update|sku|serial|s/n|sn|part|"
-    r"model|po|confirmation|booking|reservation|transaction|txn|receipt|claim|policy|item|product|article|section|"
-    r"chapter|clause|paragraph|step|rule|page|pages|port|pid|uid|gid|id|code|zip|postcode|"
-    r"postal code|room|flight|seat|batch|lot|rma|ean|upc|gtin|asin|bug|issue|pr|commit|step|table|figure|fig|"
-    r"eq|equation|row|col|column|year|years|km|miles|count|total|amount|price|qty|quantity|size|"
-    r"timestamp|epoch|ts|unix|fedex|ups|usps|dhl|tnt|gls|dpd|hermes|colissimo|awb|waybill)\b|§)"
-    r"[\s:#№.=()-]*(?:no\.?|nr\.?|number|num|id|code|#)?[\s:#№.=-]*$")
+NOT_PII_WORDS = frozenset(
+    "order orders invoice inv ticket case ref reference tracking track shipment parcel package isbn isbn-10 isbn-13 "
+    "issn doi version ver v build release rel revision rev firmware patch update sku serial s/n sn part model po "
+    "confirmation booking reservation transaction txn receipt claim policy item product article section chapter "
+    "clause paragraph step rule page pages port pid uid gid id code zip postcode room flight seat batch lot rma ean "
+    "upc gtin asin bug issue pr commit table figure fig eq equation row col column year years km miles count total "
+    "amount price qty quantity size timestamp epoch ts unix fedex ups usps dhl tnt gls dpd hermes colissimo awb "
+    "waybill".split())
+_LABEL_TAIL = re.compile(r"(?i)(?:\b([a-z/-]+(?:-1[03])?)|(§))[\s:#№.=()-]*(?:no\.?|nr\.?|number|num|id|code|#)?[\s:#№.=-]*$")
+
+
+class _NotPiiLabel:
+    """`search(before)`: the words right before a number label it as an order, a version, ... (a set
+    lookup on the last word and its label suffix: this runs for every number in every row)."""
+
+    @staticmethod
+    def search(before: str) -> bool:
+        m = _LABEL_TAIL.search(before[-40:])
+        return bool(m and (m.group(2) or m.group(1).lower() in NOT_PII_WORDS or
+                           m.group(1).lower().removesuffix("-10").removesuffix("-13") in NOT_PII_WORDS))
+
+
+NOT_PII_LABEL = _NotPiiLabel()
 PHONE_WORD = re.compile(r"(?i)\b(?:phone|phones|tel|tél|telephone|téléphone|telefon|telefono|teléfono|mobile|mob|"
                         r"cell|cellphone|call|calls|called|ring|text|sms|whatsapp|fax|contact|reach|dial|"
                         r"numéro|nummer|handy|portable|hotline|landline)\b[^\n\d]{0,20}$")
@@ -106,7 +120,7 @@ BRANDS: list[tuple[int, int, frozenset[int]]] = [
     (38, 39, frozenset(range(14, 20))),
     (3528, 3589, frozenset(range(16, 20))),
     (62, 62, frozenset(range(16, 20))), (81, 81, frozenset(range(16, 20))),
-    (50, 50, frozenset(range(12, 20))), (56, 69, frozenset(range(12, 20))),
+    (50, 50, frozenset(range(13, 20))), (56, 69, frozenset(range(13, 20))),
     (2200, 2204, frozenset(range(16, 20))),
     (60, 60, frozenset({16})), (508, 508, frozenset({16})), (82, 82, frozenset({16})),
 ]
@@ -127,8 +141,8 @@ def luhn_ok(digits: str) -> bool:
 
 
 def card_ok(digits: str) -> bool:
-    """13-19 digits (Maestro 12), Luhn, and the prefix and length of a major brand."""
-    if not 12 <= len(digits) <= 19 or not luhn_ok(digits):
+    """13-19 digits, Luhn, and the prefix and length of a major brand."""
+    if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
         return False
     for lo, hi, lengths in BRANDS:
         n = len(str(lo))
@@ -138,25 +152,34 @@ def card_ok(digits: str) -> bool:
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
-    """Runs of digit groups; the whole run, or the longest run of whole groups inside it, that is a card."""
+    """Runs of digit groups: the whole run, or the longest whole groups at its start or end (a card and
+    its expiry date, two cards in a row) that are a card; never a piece from the middle of a run."""
     spans = []
     for m in CARD_RUN.finditer(text):
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", m.group(0))]
-        if sum(e - s for s, e in groups) < 12 or CARD_NOT_LABEL.search(text[max(0, m.start() - 30):m.start()]):
+        if sum(e - s for s, e in groups) < 13 or CARD_NOT_LABEL.search(text[max(0, m.start() - 30):m.start()]):
             continue
-        i = 0
+        run = m.group(0)
+        left = [0] * (len(groups) + 1)  # digits in groups[i:]
+        for k in range(len(groups) - 1, -1, -1):
+            left[k] = left[k + 1] + groups[k][1] - groups[k][0]
+        i, anchor = 0, 0
         while i < len(groups):
             found = None
-            for j in range(len(groups), i, -1):
-                d = _digits(m.group(0)[groups[i][0]:groups[j - 1][1]])
-                if len(d) < 12:
-                    break
-                if card_ok(d):
+            ends = [len(groups)] if left[i] <= 19 else []  # to the end of the run
+            if i == anchor:  # or the most whole groups from i that hold at most 19 digits
+                n, j = 0, i
+                while j < len(groups) and n + groups[j][1] - groups[j][0] <= 19:
+                    n, j = n + groups[j][1] - groups[j][0], j + 1
+                ends = sorted(set(ends) | set(range(i + 1, j + 1)), reverse=True)
+            for j in ends:
+                d = _digits(run[groups[i][0]:groups[j - 1][1]]) if j > i else ""
+                if 13 <= len(d) <= 19 and card_ok(d):
                     found = j
                     break
             if found:
                 spans.append((m.start() + groups[i][0], m.start() + groups[found - 1][1]))
-                i = found
+                i = anchor = found
             else:
                 i += 1
     return spans
@@ -246,7 +269,7 @@ def _ip_spans(text: str) -> list[tuple[int, int]]:
         except ValueError:
             continue
         groups = [g for g in s.split("%")[0].split(":") if g]
-        if len(groups) >= 3 or "." in s:
+        if len(groups) >= 3 or "." in s or (len(groups) == 2 and max(map(len, groups)) == 4):  # not 1::2 (a slice)
             spans.append((m.start(), m.start() + len(s)))
     return spans
 
@@ -284,8 +307,10 @@ def phone_ok(candidate: str, before: str = "", after: str = "", strict: bool = F
         return False  # E.164 has at most 15 digits with the country code; national numbers at most 13
     if re.match(r"^[ \t]?[-.:/][ \t]?\d|^[.,]\d", after):
         return False  # not the whole number: a time, a decimal, a longer id
-    if _has_date(core) or UNIT_AFTER.match(after) or AMOUNT_BEFORE.search(before) or NOT_PII_LABEL.search(before):
+    if _has_date(core) or UNIT_AFTER.match(after) or AMOUNT_BEFORE.search(before):
         return False
+    if NOT_PII_LABEL.search(before) and not international:
+        return False  # labels do not hold for +44 ...: no order or version number starts with a country code
     body = re.sub(r"^(?:\+|00)[ \t]?\d{1,3}", "", core) if international else core
     groups = re.findall(r"\d+", body)
     seps = set(re.findall(r"[-./]|\s+", re.sub(r"\(\d+\)", " ", body).strip()))
@@ -300,8 +325,8 @@ def phone_ok(candidate: str, before: str = "", after: str = "", strict: bool = F
     if not international and re.fullmatch(r"(?:19|20)\d\d-\d+", body):
         return False  # 2024-000123: a year and a sequence number
     keyword = bool(PHONE_WORD.search(before))
-    if not international and re.fullmatch(r"\d{5}-\d{4}", body) and not keyword:
-        return False  # US ZIP+4
+    if not international and len(groups) == 2 and "(" not in body and len(digits) < 10 and not keyword:
+        return False  # 1234-5678, 94105-1234 (ZIP+4): two groups are a phone only after a phone word
     if _isbn(digits):
         return False
     formatted = bool(re.search(r"[\s().\-/]", core))
@@ -329,7 +354,8 @@ def _phone_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for m in PHONE.finditer(text):
         before, after = text[max(0, m.start() - 40):m.start()], text[m.end():m.end() + 12]
-        if NOT_PII_LABEL.search(before) or AMOUNT_BEFORE.search(before) or CODE_BEFORE.search(before):
+        if ((NOT_PII_LABEL.search(before) and not m.group(0).startswith("+")) or AMOUNT_BEFORE.search(before)
+                or CODE_BEFORE.search(before)):
             continue  # labelled as something else, an amount, or the digits of a code like an IBAN
         if phone_ok(m.group(0), before, after):
             spans.append(m.span())
@@ -349,9 +375,13 @@ def _phone_windows(text: str, m: re.Match) -> list[tuple[int, int]]:
 
     cut = [True] + [("\n" in text[chunks[k - 1][1]:chunks[k][0]]) or (formatted(k - 1) and formatted(k))
                     for k in range(1, len(chunks))] + [True]
+    ndig = [len(_digits(text[s:e])) for s, e in chunks]
     spans, i = [], 0
     while i < len(chunks):
-        for j in range(len(chunks), i, -1):
+        j_max, n = i, 0
+        while j_max < len(chunks) and n + ndig[j_max] <= 15:  # a phone has at most 15 digits
+            n, j_max = n + ndig[j_max], j_max + 1
+        for j in range(j_max, i, -1):
             if (i, j) == (0, len(chunks)) or not (cut[i] and cut[j]):
                 continue
             s, e = chunks[i][0], chunks[j - 1][1]
@@ -368,8 +398,8 @@ def _phone_windows(text: str, m: re.Match) -> list[tuple[int, int]]:
 
 
 def _email_spans(text: str) -> list[tuple[int, int]]:
-    spans = [(_email_start(text, m), m.end()) for m in EMAIL.finditer(text)]
-    return spans + [m.span() for m in EMAIL_OBFUSCATED.finditer(text)]
+    spans = [(_email_start(text, m), m.end()) for m in EMAIL.finditer(text)] if "@" in text else []
+    return spans + ([m.span() for m in EMAIL_OBFUSCATED.finditer(text)] if "at" in text.lower() else [])
 
 
 DETECTORS: list[tuple[str, Callable[[str], list[tuple[int, int]]]]] = [
