@@ -17,6 +17,7 @@ it never stops the run.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -184,6 +185,16 @@ def reference_conversations(ref: LengthReference, root: Path, stats: list) -> It
 # ---------------------------------------------------------------- the report
 
 
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str):
+    """The target tokenizer, loaded once per process (every version written loads it)."""
+    from transformers import AutoTokenizer
+
+    from sftloop import assets
+
+    return AutoTokenizer.from_pretrained(assets.resolve_model(name))
+
+
 def length_report(tokenizer: str, parts: dict[str, Path], reference: LengthReference | None,
                   root: Path) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """(manifest section, the lengths per part and reference for the picture). Never raises for bad
@@ -192,11 +203,7 @@ def length_report(tokenizer: str, parts: dict[str, Path], reference: LengthRefer
                               "the last assistant reply", "reply": "the last assistant reply's content"}
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
-        from transformers import AutoTokenizer
-
-        from sftloop import assets
-
-        tok = AutoTokenizer.from_pretrained(assets.resolve_model(tokenizer))
+        tok = load_tokenizer(tokenizer)
     except Exception as e:  # noqa: BLE001 - recorded; the version is still written
         report["error"] = f"tokenizer {tokenizer!r}: {e}"
         return report, arrays

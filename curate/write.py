@@ -28,7 +28,7 @@ from typing import Iterator
 import polars as pl
 
 from curate.config import PipelineConfig, config_dict
-from curate.lengths import length_report, lengths_markdown, lengths_png
+from curate.lengths import LengthReference, length_report, lengths_markdown, lengths_png
 from curate.pipeline import EXCLUDED_SCHEMA, RunResult
 from curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, distribution_markdown, prompt_distribution
 from sftloop import assets
@@ -251,20 +251,32 @@ def _write_version(cfg: PipelineConfig, res: RunResult, parts: dict[str, Path], 
         "excluded_reasons": dict(pl.scan_parquet(tmp / "excluded.parquet").group_by("reason").len().sort("reason")
                                  .collect().iter_rows()),
     }
-    # the data-quality checklist (docs/curate.md): system prompts and token lengths of every split
-    splits = {k: tmp / f"{k}.parquet" for k in ("train", "val", "test") if k in files}
     inputs = manifest["stage_reports"].pop(INPUT_SYSTEM_PROMPTS, None)  # counted by the pipeline as rows are read
-    manifest["system_prompts"] = ({"input": inputs} if inputs else {}) | {
-        k: prompt_distribution(pl.scan_parquet(p)) for k, p in splits.items()}
-    manifest["lengths"], length_arrays = length_report(cfg.tokenizer, splits, cfg.length_reference, repo_root())
+    manifest |= data_checklist(tmp, cfg.tokenizer, cfg.length_reference, f"{cfg.name} {version}",
+                               {"input": inputs} if inputs else {})
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
-    (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts)
-                                   + distribution_markdown(manifest["system_prompts"])
-                                   + lengths_markdown(manifest["lengths"]))
+    (tmp / "funnel.md").write_text(funnel_markdown(cfg.name, version, funnel, counts) + checklist_markdown(manifest))
     funnel_png(funnel, tmp / "funnel.png", f"{cfg.name} {version}")
-    if length_arrays:
-        lengths_png(length_arrays, tmp / "lengths.png", f"{cfg.name} {version}: tokens ({cfg.tokenizer})")
     return publish(base, tmp, version)
+
+
+def data_checklist(tmp: Path, tokenizer: str | None, reference: LengthReference | None, title: str,
+                   system_prompts: dict | None = None) -> dict:
+    """The handbook's data-quality checklist (docs/curate.md) for the splits written in `tmp`: distinct
+    system prompts, and token lengths (vs `reference`) with `lengths.png`; manifest fields."""
+    splits = {k: tmp / f"{k}.parquet" for k in ("train", "val", "test") if (tmp / f"{k}.parquet").exists()}
+    out: dict = {"system_prompts": (system_prompts or {}) | {
+        k: prompt_distribution(pl.scan_parquet(p)) for k, p in splits.items()}}
+    if tokenizer:
+        out["lengths"], arrays = length_report(tokenizer, splits, reference, repo_root())
+        if arrays:
+            lengths_png(arrays, tmp / "lengths.png", f"{title}: tokens ({tokenizer})")
+    return out
+
+
+def checklist_markdown(manifest: dict) -> str:
+    md = distribution_markdown(manifest.get("system_prompts", {}))
+    return md + (lengths_markdown(manifest["lengths"]) if "lengths" in manifest else "")
 
 
 def publish(base: Path, tmp: Path, version: str) -> Path:
@@ -318,9 +330,21 @@ def _write_derived_version(base: Path, parts: dict[str, pl.DataFrame], change: d
     manifest = {**parent_manifest, "version": version, "parent": parent_version, "change": change,
                 "counts": counts, "files_sha256": files,
                 "excluded_reasons": dict(parts["excluded"].group_by("reason").len().sort("reason").iter_rows())}
+    manifest.pop("lengths", None)  # the parent's figures describe the parent's rows: computed again
+    manifest |= data_checklist(tmp, (parent_manifest.get("tokenizer") or {}).get("tokenizer"),
+                               _length_reference((parent_manifest.get("config") or {}).get("length_reference")),
+                               f"{manifest['name']} {version}")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str))
     title = f"# {manifest['name']} {version}" + (f" (from {parent_version})" if parent_version else "")
     lines = [title, "", "change:", "", "```json", json.dumps(change, indent=2, sort_keys=True, default=str), "```",
              "", "| output | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
-    (tmp / "funnel.md").write_text("\n".join(lines) + "\n")
+    (tmp / "funnel.md").write_text("\n".join(lines) + "\n" + checklist_markdown(manifest))
     return publish(base, tmp, version)
+
+
+def _length_reference(raw) -> LengthReference | None:
+    """The parent's `length_reference`, when it still resolves (else the lengths come without one)."""
+    try:
+        return LengthReference.model_validate(raw) if raw else None
+    except ValueError:
+        return None

@@ -154,6 +154,16 @@ def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp
     assert (v / "lengths.png").stat().st_size > 1000
     # a dataset version as the reference: the LATEST version's split
     assert reference_files(f"dataset:{base}:train") == [v / "train.parquet"]
+    # a version derived from it (review decisions) gets its own figures, not its parent's
+    import polars as pl
+
+    from curate.write import write_derived_version
+
+    d = write_derived_version(base, {"train": pl.read_parquet(v / "train.parquet").head(2)}, {"kind": "test"}, parent=v)
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["lengths"]["splits"]["train"]["prompt"]["count"] == 2 and m["system_prompts"]["train"]["rows"] == 2
+    assert m["lengths"]["reference"]["prompt"]["count"] == 3  # the parent's reference, still there
+    assert "## Lengths" in (d / "funnel.md").read_text() and (d / "lengths.png").exists()
 
     cfg.write_text(head + f'[length_reference]\npath = "{tmp_path}/nothing-*.jsonl"\n')
     with pytest.raises(ConfigError, match="length_reference"):
