@@ -41,7 +41,7 @@ NOT_PII_WORDS = frozenset(
     "clause paragraph step rule page pages port pid uid gid id code zip postcode room flight seat batch lot rma ean "
     "upc gtin asin bug issue pr commit table figure fig eq equation row col column year years km miles count total "
     "amount price qty quantity size timestamp epoch ts unix fedex ups usps dhl tnt gls dpd hermes colissimo awb "
-    "waybill".split())
+    "waybill app chrome firefox safari edge windows android ios macos linux kernel python node java".split())
 _LABEL_TAIL = re.compile(r"(?i)(?:\b([a-z/-]+(?:-1[03])?)|(§))[\s:#№.=()-]*(?:no\.?|nr\.?|number|num|id|code|#)?[\s:#№.=-]*$")
 
 
@@ -76,6 +76,9 @@ AMOUNT_BEFORE = re.compile(r"(?i)(?:[$€£¥₹₽₩]|\b(?:usd|eur|gbp|jpy|chf
 UNIT_AFTER = re.compile(r"(?i)^\s*(?:%|‰|[$€£¥₹]|(?:usd|eur|gbp|jpy|chf|inr|brl|cad|aud|dollars?|euros?|"
                         r"ms|sec|secs|seconds|mins|minutes|hrs|hours|kb|mb|gb|tb|kg|mg|lb|lbs|km|cm|mm|miles|"
                         r"px|pt|rpm|hz|khz|mhz|ghz|°|times|rows|items|users|words|tokens|bytes|points|pts)\b)")
+
+
+CODE_BEFORE = re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{2,}[ \t]+$")  # after a code: R9RY 8363 ..., DE70 8139 ...
 
 
 def _label_before(text: str, start: int) -> bool:
@@ -157,7 +160,8 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for m in CARD_RUN.finditer(text):
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", m.group(0))]
-        if sum(e - s for s, e in groups) < 13 or CARD_NOT_LABEL.search(text[max(0, m.start() - 30):m.start()]):
+        before = text[max(0, m.start() - 30):m.start()]
+        if sum(e - s for s, e in groups) < 13 or CARD_NOT_LABEL.search(before) or CODE_BEFORE.search(before):
             continue
         run = m.group(0)
         left = [0] * (len(groups) + 1)  # digits in groups[i:]
@@ -282,7 +286,6 @@ _EXT = r"(?:[ \t]*[,;]?[ \t]*(?:ext\.?|extension|x|#|poste|durchwahl|內線|内�
 PHONE = re.compile(
     rf"(?<![\w+.,/#-])(?:(?:\+|00)[ \t]?\d{{1,3}}(?:{SEP}|(?=\())?(?:\(0\)[ \t.-]?)?)?"
     rf"(?:\d[ \t.-]?(?=\())?(?:\(\d{{1,5}}\)[ \t.-]?)?\d+(?:{SEP}\d+)*(?i:{_EXT})?(?![\w])")
-CODE_BEFORE = re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{2,}[ \t]+$")  # R9RY 8363 ..., DE70 8139 ...
 _EXT_AT_END = re.compile(rf"(?i){_EXT}$")
 THOUSANDS = re.compile(r"^\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\1\d{3})*$")
 
@@ -327,7 +330,7 @@ def phone_ok(candidate: str, before: str = "", after: str = "", strict: bool = F
     keyword = bool(PHONE_WORD.search(before))
     if not international and len(groups) == 2 and "(" not in body and len(digits) < 10 and not keyword:
         return False  # 1234-5678, 94105-1234 (ZIP+4): two groups are a phone only after a phone word
-    if _isbn(digits):
+    if _isbn(digits, groups):
         return False
     formatted = bool(re.search(r"[\s().\-/]", core))
     if international:
@@ -344,9 +347,13 @@ def phone_ok(candidate: str, before: str = "", after: str = "", strict: bool = F
     return False
 
 
-def _isbn(d: str) -> bool:
+def _isbn(d: str, groups: list[str] | None = None) -> bool:
+    """ISBN-13 (978/979 and its check digit), or a hyphenated ISBN-10 (0-306-40615-2: four groups,
+    the last one the check digit)."""
     if len(d) == 13 and d[:3] in ("978", "979"):
         return sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(d)) % 10 == 0
+    if len(d) == 10 and groups and len(groups) == 4 and len(groups[-1]) == 1:
+        return sum((10 - i) * int(c) for i, c in enumerate(d)) % 11 == 0
     return False
 
 
@@ -402,6 +409,9 @@ def _email_spans(text: str) -> list[tuple[int, int]]:
     return spans + ([m.span() for m in EMAIL_OBFUSCATED.finditer(text)] if "at" in text.lower() else [])
 
 
+# One character for one, so offsets stay: no-break and thin spaces as spaces, full-width digits and @ as ASCII.
+_PLAIN = str.maketrans({**{c: " " for c in "\u00a0\u2007\u2009\u202f\u3000"}, "\uff20": "@", "\uff0e": ".",
+                        "\uff0b": "+", "\uff0d": "-", **{chr(0xFF10 + i): str(i) for i in range(10)}})
 DETECTORS: list[tuple[str, Callable[[str], list[tuple[int, int]]]]] = [
     ("EMAIL", _email_spans), ("IBAN", _iban_spans), ("CARD", _card_spans), ("SSN", _ssn_spans), ("IP", _ip_spans),
     ("PHONE", _phone_spans),
@@ -411,10 +421,10 @@ DETECTORS: list[tuple[str, Callable[[str], list[tuple[int, int]]]]] = [
 def redact(text: str) -> tuple[str, Counter]:
     """The text with PII replaced by [EMAIL], [IBAN], [CARD], [SSN], [IP], [PHONE], and counts per type."""
     counts: Counter = Counter()
-    if not text or not any(c.isdigit() or c in "@:[({<" for c in text) and " at " not in text.lower():
+    if not text or not any(c.isdigit() or c in "@:[({<\uff20" for c in text) and " at " not in text.lower():
         return text, counts
     for label, find in DETECTORS:
-        spans = _merge(find(text))
+        spans = _merge(find(text.translate(_PLAIN)))  # same length: the spans hold for the original text
         if not spans:
             continue
         counts[label] += len(spans)
