@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("golden-freeze", help="record the golden set's sha256 as a new version")
     f.add_argument("--note", default="")
     f.add_argument("--root", default=None)
+    sub.add_parser("rules-doc", help="print the rule and settings tables docs/gate.md carries (generated from the rule list)")
     a = ap.parse_args(argv)
+    if a.cmd == "rules-doc":
+        from evaluate.rules import rules_markdown, settings_markdown
+
+        print(rules_markdown() + "\n\n" + settings_markdown())
+        return 0
     root = Path(a.root) if a.root else repo_root()
     if a.cmd in ("grade", "generate"):
         from evaluate.backends import BackendError
@@ -70,13 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - fail closed: anything unexpected is "could not evaluate"
         traceback.print_exc(file=sys.stderr)
         res = GateResult("error", 2, error=f"{type(e).__name__}: {e}", details={"candidate": a.candidate, "prod": a.prod})
-    out = write_reports(res, root / a.reports)
-    print(f"\n{'check':32} {'value':>8}  {'threshold':34} result")
+    try:  # the report writer is inside the fail-closed path: a report that cannot be written is exit 2
+        out = write_reports(res, root / a.reports)
+    except Exception as e:  # noqa: BLE001
+        print(f"could not write the gate report under {root / a.reports}: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"verdict: ERROR (exit 2) — the {res.verdict.upper()} verdict was not recorded", file=sys.stderr)
+        return 2
+    print(f"\n{'check':32} {'value':>8}  {'threshold':44} result")
     for name, val, thr, ok, note in table_rows(res):
-        print(f"{name:32} {val:>8}  {thr:34} {ok}  {note}")
+        print(f"{name:32} {val:>8}  {thr:44} {ok}  {note}")
+    d = res.details
+    for line in d.get("no_information", []):
+        print(f"\n{line}")
+    for line in d.get("missing_evidence", []):
+        print(f"inconclusive: {line}", file=sys.stderr)
     if res.error:
         print(f"\ncould not evaluate: {res.error}", file=sys.stderr)
-    d = res.details
     if "calls" in d:
         print(f"\nmodel calls: {d['calls']['model_calls']} new, {d['calls']['from_cache']} from cache")
         for kind, c in sorted(d["calls"]["by_kind"].items()):

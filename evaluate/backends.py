@@ -8,6 +8,9 @@ Interface (both backends):
 
 Every call goes through `Cache` (SQLite under $SFTLOOP_HOME/cache, one committed row per result, so
 a crash mid-run loses nothing already computed), keyed by (model spec hash, input hash, params).
+Only real answers are cached: null or empty content, an HTTP error or an unparseable body is a
+`BackendError` naming the endpoint, never a cache row. A `Deadline` bounds the whole gate: every
+request's timeout is capped by the time left, queued requests are cancelled when it passes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import hashlib
 import json
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,37 @@ def _h(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+class BackendError(RuntimeError):
+    """A model could not be loaded, an endpoint did not answer or answered nothing usable, the gate's
+    deadline passed, or the call cache is unreadable (the gate exits 2)."""
+
+
+class Deadline:
+    """The whole gate's time budget (monotonic clock); `None` seconds = unbounded."""
+
+    def __init__(self, seconds: float | None = None):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds if seconds else None
+
+    def left(self) -> float:
+        return float("inf") if self.end is None else self.end - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise BackendError(f"the gate deadline of {self.seconds:g} s passed before {what}; "
+                               "raise `gate_deadline_s` in the profile or make the endpoint faster")
+
+
 class Cache:
     def __init__(self, path: Path | None = None):
         self.path = path or cache_dir("evaluate") / "calls.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.commit()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
         self.hits = 0
         self.misses = 0
         self.by_kind: dict[str, dict[str, int]] = {}
@@ -48,23 +76,34 @@ class Cache:
         k["new"] += len(todo)
         return out, todo
 
+    def _error(self, e: Exception) -> BackendError:
+        return BackendError(f"call cache {self.path} is unreadable ({type(e).__name__}: {e}); "
+                            "move it aside to start with an empty cache")
+
     def get(self, key: str) -> Any | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            value = json.loads(row[0])
+        except (sqlite3.Error, ValueError) as e:
+            raise self._error(e) from e
         self.hits += 1
-        return json.loads(row[0])
+        return value
 
     def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(value)))
-            self._db.commit()
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(value)))
+                self._db.commit()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
         self.misses += 1
 
-
-class BackendError(RuntimeError):
-    """A model could not be loaded or an endpoint did not answer (the gate exits 2)."""
+    def rows(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
 
 def model_spec_hash(entry: registry.ModelEntry, root: Path) -> str:
@@ -82,11 +121,13 @@ def model_spec_hash(entry: registry.ModelEntry, root: Path) -> str:
 
 
 class HFBackend:
-    def __init__(self, entry: registry.ModelEntry, root: Path, cache: Cache, batch_size: int = 8):
+    def __init__(self, entry: registry.ModelEntry, root: Path, cache: Cache, batch_size: int = 8,
+                 deadline: Deadline | None = None, name: str = ""):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.cache, self.batch_size = cache, batch_size
+        self.cache, self.batch_size, self.deadline, self.name = cache, batch_size, deadline or Deadline(), name
+        self.timing: dict[str, list[float]] = {}  # kind -> [seconds, items] of the calls made in this run
         self.spec = model_spec_hash(entry, root)
         base, adapter = registry.resolve_local(entry, root)
         self._model = None
@@ -119,8 +160,14 @@ class HFBackend:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
         out, todo = self.cache.lookup(keys, kind)
         for s in range(0, len(todo), self.batch_size):
+            self.deadline.check(f"{kind} batch {s // self.batch_size + 1} of model {self.name or self._base}")
             idx = todo[s:s + self.batch_size]
-            for i, v in zip(idx, compute([inputs[i] for i in idx])):
+            t0 = time.perf_counter()
+            vals = compute([inputs[i] for i in idx])
+            t = self.timing.setdefault(kind, [0.0, 0])
+            t[0] += time.perf_counter() - t0
+            t[1] += len(idx)
+            for i, v in zip(idx, vals):
                 self.cache.put(keys[i], v)
                 out[i] = v
         return out
@@ -183,41 +230,84 @@ class HFBackend:
         return [tuple(x) for x in self._cached_map("loglik", [list(p) for p in pairs], {}, compute)]
 
 
+def _content(r) -> str:
+    """The answer text; null or empty content is an error (never cached, never an empty answer)."""
+    text = r.choices[0].message.content if r.choices else None
+    if text is None or not text.strip():
+        raise BackendError(f"the response has {'null' if text is None else 'empty'} content")
+    return text.strip()
+
+
 class OpenAIBackend:
-    """Any OpenAI-compatible endpoint. Timeouts and bounded retries with backoff (429/5xx/timeouts)
-    come from the openai client (`timeout`, `max_retries`); concurrency is bounded by a thread pool."""
+    """Any OpenAI-compatible endpoint. Bounded retries with backoff (429/5xx/timeouts) come from the
+    openai client (`max_retries`); each attempt's timeout is `timeout` capped by the gate's deadline;
+    concurrency is bounded by a thread pool whose queued requests are cancelled on the first error."""
 
     def __init__(self, entry: registry.ModelEntry, cache: Cache, timeout: float = 60.0, max_retries: int = 3,
-                 concurrency: int = 4):
+                 concurrency: int = 4, deadline: Deadline | None = None, name: str = ""):
         from openai import OpenAI
 
         self.cache, self.entry, self.concurrency = cache, entry, concurrency
+        self.timeout, self.deadline, self.name = timeout, deadline or Deadline(), name
+        self.timing: dict[str, list[float]] = {}
         self.spec = _h(entry.spec())[:16]
         self.client = OpenAI(base_url=entry.endpoint, api_key=entry.api_key() or "not-needed", timeout=timeout,
                              max_retries=max_retries)
+        self._lock = threading.Lock()
+
+    def where(self) -> str:
+        return f"endpoint {self.entry.endpoint} (model {self.entry.model}{', entry ' + self.name if self.name else ''})"
+
+    def _client(self):
+        left = self.deadline.left()
+        if left <= 0:
+            raise BackendError(f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}")
+        return self.client.with_options(timeout=min(self.timeout, left)) if left < self.timeout else self.client
 
     def _call(self, fn, inputs: list[Any], kind: str, params: dict) -> list[Any]:
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
         out, todo = self.cache.lookup(keys, kind)
 
         def one(i):
+            t0 = time.perf_counter()
             try:
                 v = fn(inputs[i])
+            except BackendError as e:
+                raise BackendError(f"{self.where()}: {e}") from e
             except Exception as e:  # noqa: BLE001 - after the client's own retries
-                raise BackendError(f"{self.entry.endpoint} ({self.entry.model}): {type(e).__name__}: {e}") from e
+                raise BackendError(f"{self.where()}: {type(e).__name__}: {e}") from e
             self.cache.put(keys[i], v)
+            with self._lock:
+                t = self.timing.setdefault(kind, [0.0, 0])
+                t[0] += time.perf_counter() - t0
+                t[1] += 1
             return i, v
 
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            for i, v in pool.map(one, todo):
+        if not todo:
+            return out
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
+            futures = [pool.submit(one, i) for i in todo]
+            left = self.deadline.left()
+            done, pending = wait(futures, timeout=None if left == float("inf") else max(left, 0.0),
+                                 return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()
+            if pending:
+                raise BackendError(f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}: "
+                                   f"{len(pending)} of {len(todo)} {kind} requests unanswered (cancelled)")
+            for f in done:
+                i, v = f.result()
                 out[i] = v
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued requests never start
         return out
 
     def chat(self, convs: list[list[dict]], max_new_tokens: int = 128) -> list[str]:
         def fn(conv):
-            r = self.client.chat.completions.create(model=self.entry.model, messages=conv, max_tokens=max_new_tokens,
-                                                    temperature=0)
-            return (r.choices[0].message.content or "").strip()
+            return _content(self._client().chat.completions.create(model=self.entry.model, messages=conv,
+                                                                   max_tokens=max_new_tokens, temperature=0))
 
         return self._call(fn, convs, "chat", {"max_new_tokens": max_new_tokens})
 
@@ -227,9 +317,9 @@ class OpenAIBackend:
         items = [{"conv": c, "k": k} for c in convs for k in range(n)]
 
         def fn(item):
-            r = self.client.chat.completions.create(model=self.entry.model, messages=item["conv"], max_tokens=max_new_tokens,
-                                                    temperature=temperature, seed=seed + item["k"])
-            return (r.choices[0].message.content or "").strip()
+            return _content(self._client().chat.completions.create(
+                model=self.entry.model, messages=item["conv"], max_tokens=max_new_tokens, temperature=temperature,
+                seed=seed + item["k"]))
 
         flat = self._call(fn, items, "sample", {"max_new_tokens": max_new_tokens, "t": temperature, "seed": seed})
         return [flat[i * n:(i + 1) * n] for i in range(len(convs))]
@@ -249,17 +339,21 @@ class OpenAIBackend:
             return m.group(1) if m else None
 
         def fn(conv):
-            r = self.client.chat.completions.create(model=self.entry.model, messages=conv, max_tokens=1, temperature=0,
-                                                    logprobs=True, top_logprobs=20)
+            r = self._client().chat.completions.create(model=self.entry.model, messages=conv, max_tokens=1, temperature=0,
+                                                       logprobs=True, top_logprobs=20)
+            if not r.choices:
+                raise BackendError("the response has no choices")
             lp = r.choices[0].logprobs
             if lp is not None and lp.content:
                 got = {t.token.strip(): t.logprob for t in lp.content[0].top_logprobs}
+                if not any(lab in got for lab in labels):
+                    return {}  # logprobs with none of the verdict labels: no verdict (an error upstream, never a tie)
                 return {lab: got.get(lab, -1e9) for lab in labels}
             for attempt in range(2):
                 msgs = conv if attempt == 0 else conv + [
                     {"role": "user", "content": f"Reply with exactly one of: {', '.join(labels)}."}]
-                r = self.client.chat.completions.create(model=self.entry.model, messages=msgs, max_tokens=3, temperature=0)
-                lab = parse(r.choices[0].message.content)
+                r = self._client().chat.completions.create(model=self.entry.model, messages=msgs, max_tokens=3, temperature=0)
+                lab = parse(_content(r))
                 if lab is not None:
                     return {x: (0.0 if x == lab else -1e9) for x in labels}
             return {}
@@ -267,9 +361,10 @@ class OpenAIBackend:
         return self._call(fn, convs, "next", {"labels": labels})
 
 
-def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None):
+def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None, timeout: float = 60.0,
+                max_retries: int = 3, deadline: Deadline | None = None):
     """The backend for a registry entry: `openai` for remote entries, `hf` for local ones."""
     entry = registry.get(name, reg_path)
     if entry.is_remote:
-        return OpenAIBackend(entry, cache)
-    return HFBackend(entry, root, cache)
+        return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name)
+    return HFBackend(entry, root, cache, deadline=deadline, name=name)

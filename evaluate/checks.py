@@ -48,3 +48,19 @@ def run_checks(checks: dict, answer: str) -> dict[str, bool]:
     if "max_chars" in checks:
         out["max_chars"] = len(answer) <= checks["max_chars"]
     return out
+
+
+# Refusals of a legitimate request (the false-refusal rule). curate's refusal filter has a broader
+# pattern for training data (boilerplate too); this one only matches declining to help.
+REFUSAL = re.compile(
+    r"\b(?:i(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:no|')t|am unable to|am not able to|won't)|"
+    r"i (?:cannot|can't|am unable to|am not able to|won't be able to) (?:help|assist|provide|do that|share|answer|"
+    r"process|comply|fulfill)|as an ai(?: language model)?,? i (?:cannot|can't|don't|do not)|"
+    r"i(?:'m| am) not (?:able|allowed|permitted) to (?:help|assist|provide|share|discuss))",
+    re.I,
+)
+
+
+def is_refusal(answer: str) -> bool:
+    """True when the answer declines the request (phrase patterns, checked on the first 300 characters)."""
+    return REFUSAL.search(answer[:300]) is not None

@@ -1,43 +1,35 @@
-"""The gate: golden set -> pairwise judge -> probes -> rules -> verdict (exit 0 pass, 1 fail, 2 could not evaluate).
+"""The gate: measure (golden set -> pairwise judge -> probes), then apply the declared rules
+(`evaluate/rules.py`) -> verdict: exit 0 pass, 1 fail, 2 could not evaluate or inconclusive.
 
-Fail closed: a missing model, an endpoint that does not answer, a changed golden set or any
-exception gives exit 2 and a verdict that says why; no rule passes on missing data (NaN fails).
+Fail closed: a missing model, an endpoint that does not answer (or answers nothing), a passed
+deadline, a changed golden set, an invalid config or any exception gives exit 2 and a verdict
+that says why. A rule whose evidence cannot support a verdict is inconclusive, never a pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluate import gate_config
 from evaluate import golden as G
 from evaluate import judge as J
 from evaluate import probes as P
-from evaluate.backends import Cache, backend_for
-from evaluate.checks import run_checks
-from evaluate.stats import mean_ci
+from evaluate.backends import Cache, Deadline, backend_for
+from evaluate.checks import is_refusal, run_checks
+from evaluate.rules import Check, apply_rules, no_information, verdict
+from evaluate.stats import ks_2samp, mean_ci
 from sftloop import assets
 
-CONFIG = Path(__file__).parent / "configs" / "gate.toml"
-
-
-@dataclass
-class Check:
-    name: str
-    value: float
-    threshold: str
-    passed: bool
-    note: str = ""
-    warn: bool = False  # passed only because the rule is configured to warn
+__all__ = ["Check", "GateResult", "evaluate_gate", "load_gate_config", "measure", "select_golden", "write_reports"]
 
 
 @dataclass
 class GateResult:
-    verdict: str  # pass | fail | error
+    verdict: str  # pass | fail | inconclusive | error
     exit_code: int
     checks: list[Check] = field(default_factory=list)
     details: dict = field(default_factory=dict)
@@ -45,19 +37,18 @@ class GateResult:
 
 
 def load_gate_config(path: Path | None = None, profile: str = "demo") -> tuple[dict, dict]:
-    cfg = tomllib.loads((path or CONFIG).read_text())
-    if profile not in cfg["profiles"]:
-        raise ValueError(f"unknown profile {profile!r} (known: {sorted(cfg['profiles'])})")
-    prof = cfg["profiles"][profile]
-    rules = {**cfg["rules"], **{k: v for k, v in prof.items() if k in cfg["rules"]}}
-    return rules, {**prof, "name": profile, "judge": cfg["judge"]["model"]}
+    """(rule settings, profile with `name` and `judge`) as plain dicts, for readers outside the gate."""
+    r = gate_config.load(path, profile)
+    return r.settings.model_dump(), {**r.profile.model_dump(), "name": r.name, "judge": r.judge}
 
 
-def select_golden(items: list[G.GoldenItem], prof: dict) -> list[G.GoldenItem]:
+def select_golden(items: list[G.GoldenItem], prof: gate_config.Profile | dict) -> list[G.GoldenItem]:
     """Stratified: `golden_support` spread evenly over support intents; first N MT-Bench / IFBench."""
+    if isinstance(prof, dict):
+        prof = gate_config.Profile(**{k: v for k, v in prof.items() if k in gate_config.Profile.model_fields})
     support = [i for i in items if "support" in i.tags]
     out: list[G.GoldenItem] = []
-    n = prof["golden_support"]
+    n = prof.golden_support
     if n:
         by_cat: dict[str, list] = {}
         for i in support:
@@ -72,137 +63,232 @@ def select_golden(items: list[G.GoldenItem], prof: dict) -> list[G.GoldenItem]:
         out += support
     for tag, key in (("mtbench", "golden_mtbench"), ("ifbench", "golden_ifbench")):
         pool = [i for i in items if tag in i.tags]
-        out += pool[: prof[key]] if prof[key] else pool
+        out += pool[: getattr(prof, key)] if getattr(prof, key) else pool
     return out
 
 
-def _ok(x: float, cond) -> bool:
-    return not (isinstance(x, float) and math.isnan(x)) and bool(cond(x))
+def _render(conv: list[dict]) -> str:
+    """A conversation as the judge's 'user request' (the last user turn is the one answered)."""
+    if len(conv) == 1:
+        return conv[0]["content"]
+    return "\n\n".join(f"[{m['role']}] {m['content']}" for m in conv) + "\n\n(Judge the answer to the last user turn.)"
 
 
-def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", config: Path | None = None,
-                  registry_path: Path | None = None, log=print) -> GateResult:
-    t0 = time.time()
-    rules, prof = load_gate_config(config, profile)
-    items, manifest = G.verify_frozen(root)
-    chosen = select_golden(items, prof)
-    cache = Cache()
-    cand_b = backend_for(candidate, root, cache, registry_path)
-    prod_b = backend_for(prod, root, cache, registry_path)
-    judge_b = backend_for(prof["judge"], root, cache, registry_path)
-    convs = [i.messages for i in chosen]
-    questions = [i.messages[-1]["content"] for i in chosen]
+@dataclass
+class Unit:
+    """One answer each model gives: an item's turn 1, or MT-Bench turn 2 after the model's own turn 1."""
 
-    log(f"gate: {len(chosen)} golden prompts, profile {profile}: generating with {candidate} and {prod}")
-    cand_ans = cand_b.chat(convs, prof["max_new_tokens"])
-    prod_ans = prod_b.chat(convs, prof["max_new_tokens"])
+    item: G.GoldenItem
+    turn: int
+    reference: str | None
+    cand_conv: list[dict]
+    prod_conv: list[dict]
 
-    # Layer 1: deterministic checks + reference-guided grading
-    fmt_c, fmt_p, per_cat_c, per_cat_p = [], [], {}, {}
-    graded = [k for k, i in enumerate(chosen) if i.reference]
-    refs = [chosen[k].reference or "" for k in graded]
-    log(f"gate: grading {len(graded)} answers per model against references")
-    g_c = J.grade(judge_b, [questions[k] for k in graded], [cand_ans[k] for k in graded], refs, prof.get("reasoning_tokens", 0))
-    g_p = J.grade(judge_b, [questions[k] for k in graded], [prod_ans[k] for k in graded], refs, prof.get("reasoning_tokens", 0))
+
+def _turn2(chosen: list[G.GoldenItem]) -> dict[str, tuple[str, str | None]]:
+    """item id -> (MT-Bench second user turn, its reference answer or None)."""
+    if not any("mtbench" in i.tags for i in chosen):
+        return {}
+    try:  # the one reader of eval items (issue 12); until it lands, the same two asset files directly
+        from evaluate import evalsets
+
+        questions, references = evalsets.mtbench_questions(), evalsets.mtbench_references()
+    except ImportError:
+        qdir = assets.path("mtbench") / "mt_bench"
+        questions = [json.loads(x) for x in (qdir / "question.jsonl").read_text().splitlines() if x.strip()]
+        references = {r["question_id"]: list(r["choices"][0]["turns"]) for r in
+                      (json.loads(x) for x in (qdir / "reference_answer" / "gpt-4.jsonl").read_text().splitlines() if x.strip())}
+    qs = {f"mtbench-{q['question_id']}": q for q in questions}
+    refs = {f"mtbench-{k}": v for k, v in references.items()}
+    return {i.id: (qs[i.id]["turns"][1], (refs.get(i.id) or [None, None])[1])
+            for i in chosen if "mtbench" in i.tags and len(qs.get(i.id, {}).get("turns", [])) > 1}
+
+
+def _latency(b) -> str:
+    t = getattr(b, "timing", {}).get("chat")
+    return f"{t[0] / t[1]:.2f} s/answer over {t[1]} new" if t and t[1] else "from cache (not measured)"
+
+
+def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_config.Profile, deadline: Deadline,
+            log=print) -> dict:
+    """Every measurement the rules read (see `evaluate.rules.RULES[*].reads`)."""
     nan = float("nan")
+    convs = [i.messages for i in chosen]
+    log(f"gate: {len(chosen)} golden prompts: generating with both models")
+    cand_ans = cand_b.chat(convs, prof.max_new_tokens)
+    prod_ans = prod_b.chat(convs, prof.max_new_tokens)
+    units = [Unit(i, 1, i.reference, i.messages, i.messages) for i in chosen]
+    answers = [(c, p) for c, p in zip(cand_ans, prod_ans)]
+    if prof.mtbench_turn2:
+        t2 = _turn2(chosen)
+        idx = [k for k, i in enumerate(chosen) if i.id in t2]
+        c2 = [chosen[k].messages + [{"role": "assistant", "content": cand_ans[k]}, {"role": "user", "content": t2[chosen[k].id][0]}]
+              for k in idx]
+        p2 = [chosen[k].messages + [{"role": "assistant", "content": prod_ans[k]}, {"role": "user", "content": t2[chosen[k].id][0]}]
+              for k in idx]
+        if idx:
+            deadline.check("MT-Bench turn 2")
+            log(f"gate: MT-Bench turn 2 for {len(idx)} questions (each model's own turn-1 answer in the history)")
+            a2c, a2p = cand_b.chat(c2, prof.max_new_tokens), prod_b.chat(p2, prof.max_new_tokens)
+            for k, cc, pc, ac, ap in zip(idx, c2, p2, a2c, a2p):
+                units.append(Unit(chosen[k], 2, t2[chosen[k].id][1], cc, pc))
+                answers.append((ac, ap))
+    cand_all, prod_all = [a for a, _ in answers], [b for _, b in answers]
+    # pairwise: a turn-2 pair is judged on the full conversations: the question shows both user turns,
+    # each answer shows that model's own turn 1 and turn 2 (MT-Bench's multi-turn pairwise layout)
+    questions, pw_c, pw_p = [], [], []
+    for u, a, b in zip(units, cand_all, prod_all):
+        if u.turn == 1:
+            questions.append(_render(u.cand_conv))
+            pw_c.append(a)
+            pw_p.append(b)
+        else:
+            q1, q2 = u.cand_conv[-3]["content"], u.cand_conv[-1]["content"]
+            questions.append(f"[user, turn 1] {q1}\n\n[user, turn 2] {q2}\n\n(Each answer shows the assistant's "
+                             "turn 1 and turn 2; judge the conversation, above all the answer to turn 2.)")
+            pw_c.append(f"[turn 1] {u.cand_conv[-2]['content']}\n[turn 2] {a}")
+            pw_p.append(f"[turn 1] {u.prod_conv[-2]['content']}\n[turn 2] {b}")
+
+    # Layer 1: deterministic checks (turn 1) + reference-guided grading (every unit with a reference)
+    deadline.check("grading")
+    fmt_c, fmt_p = [], []
     for k, i in enumerate(chosen):
-        rc, rp = run_checks(i.checks, cand_ans[k]), run_checks(i.checks, prod_ans[k])
-        fmt_c += list(rc.values())
-        fmt_p += list(rp.values())
-    for k, gc, gp in zip(graded, g_c, g_p):
-        cat = chosen[k].category.split(":")[0]
-        per_cat_c.setdefault(cat, []).append(gc.score if gc else nan)
-        per_cat_p.setdefault(cat, []).append(gp.score if gp else nan)
-    golden_c = mean_ci([g.score if g else nan for g in g_c])  # a missing grade makes the mean NaN: fails closed
-    golden_p = mean_ci([g.score if g else nan for g in g_p])
-    fmt_rate = sum(fmt_c) / len(fmt_c) if fmt_c else float("nan")
+        fmt_c += list(run_checks(i.checks, cand_ans[k]).values())
+        fmt_p += list(run_checks(i.checks, prod_ans[k]).values())
+    graded = [k for k, u in enumerate(units) if u.reference]
+    log(f"gate: grading {len(graded)} answers per model against references")
+    refs = [units[k].reference or "" for k in graded]
+    g_c = J.grade(judge_b, [_render(units[k].cand_conv) for k in graded], [cand_all[k] for k in graded], refs, prof.reasoning_tokens)
+    g_p = J.grade(judge_b, [_render(units[k].prod_conv) for k in graded], [prod_all[k] for k in graded], refs, prof.reasoning_tokens)
+    golden_items = [{"id": units[k].item.id, "turn": units[k].turn, "category": units[k].item.category.split(":")[0],
+                     "cand": gc.score if gc else nan, "prod": gp.score if gp else nan,
+                     "identical": cand_all[k].strip() == prod_all[k].strip()}
+                    for k, gc, gp in zip(graded, g_c, g_p)]
 
     # Layer 2: pairwise with swap, calibration, injection
-    log("gate: pairwise judging (both orders)")
-    pw = J.pairwise(judge_b, questions, cand_ans, prod_ans)
+    deadline.check("pairwise judging")
+    log("gate: pairwise judging (both orders; identical answers are ties without asking)")
+    pw = J.pairwise(judge_b, questions, pw_c, pw_p)
     pws = pw.summary()
-    cal_pairs = J.hhh_pairs(assets.path("bigbench-probes"), prof["calibration_pairs"] or None)
+    cal_pairs = J.hhh_pairs(assets.path("bigbench-probes"), prof.calibration_pairs or None)
     log(f"gate: judge calibration on {len(cal_pairs)} human preference pairs")
     cal = J.calibrate(judge_b, cal_pairs)
-    n_inj = min(prof["injection_cases"], len(questions))
-    inj = J.injection_flip_rate(judge_b, questions[:n_inj], cand_ans[:n_inj], prod_ans[:n_inj],
-                                J.PairwiseResult(outcomes=pw.outcomes[:n_inj]))
+    n_inj = min(prof.injection_cases, len(questions))
+    inj = J.injection_flip_rate(judge_b, questions[:n_inj], pw_c[:n_inj], pw_p[:n_inj], pw)
 
-    # Layer 3: probes
-    probe_res = {}
+    # Layer 3: probes (log-likelihood; a backend without it leaves the probe inconclusive)
+    probe_res: dict[str, dict] = {}
     for task in P.TASKS:
-        its = P.load_task(assets.path("bigbench-probes"), task, prof["probe_items"])
+        deadline.check(f"probe {task}")
+        missing = [b.name or type(b).__name__ for b in (cand_b, prod_b) if not hasattr(b, "loglik")]
+        if missing:
+            probe_res[task] = {"unavailable": f"{' and '.join(missing)} (remote) give{'s' if len(missing) == 1 else ''} "
+                                              "no log-likelihoods: "
+                                              "run the probes on a local (hf) registry entry of the same weights"}
+            continue
+        its = P.load_task(assets.path("bigbench-probes"), task, prof.probe_items)
         log(f"gate: probe {task} ({len(its)} items)")
         probe_res[task] = P.compare(P.score(cand_b, its), P.score(prod_b, its))
+        probe_res[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its) / len(its) if its else nan
 
     # IFBench verifiable instructions on the golden IFBench items (strict and loose, paired)
     from evaluate import ifbench
 
     ifb = [k for k, i in enumerate(chosen) if "ifbench" in i.checks]
-    ifb_c = [ifbench.check(questions[k], chosen[k].checks["ifbench"], cand_ans[k]) for k in ifb]
-    ifb_p = [ifbench.check(questions[k], chosen[k].checks["ifbench"], prod_ans[k]) for k in ifb]
+    ifb_c = [ifbench.check(chosen[k].messages[-1]["content"], chosen[k].checks["ifbench"], cand_ans[k]) for k in ifb]
+    ifb_p = [ifbench.check(chosen[k].messages[-1]["content"], chosen[k].checks["ifbench"], prod_ans[k]) for k in ifb]
     usable = [j for j in range(len(ifb)) if ifb_c[j]["strict"] is not None and ifb_p[j]["strict"] is not None]
     if usable:
         probe_res["ifbench_strict"] = P.compare([{"correct": ifb_c[j]["strict"], "correct_norm": ifb_c[j]["loose"]} for j in usable],
                                                 [{"correct": ifb_p[j]["strict"], "correct_norm": ifb_p[j]["loose"]} for j in usable])
-        probe_res["ifbench_strict"]["note"] = "acc = strict, acc_norm = loose"
+        probe_res["ifbench_strict"].update(note="acc = strict, acc_norm = loose", chance=0.0)
     ifbench_info = {"items": len(ifb), "evaluated": len(usable),
                     "not_evaluated": [ifb_c[j]["error"] or ifb_p[j]["error"] for j in range(len(ifb)) if j not in usable]}
 
-    # Rules
-    checks = [
-        Check("golden score ratio", golden_c[0] / golden_p[0] if golden_p[0] else float("nan"),
-              f">= {rules['golden_score_ratio']}", _ok(golden_c[0] / golden_p[0] if golden_p[0] else float("nan"),
-                                                       lambda v: v >= rules["golden_score_ratio"])),
-        Check("format compliance", fmt_rate, f">= {rules['format_compliance']}",
-              _ok(fmt_rate, lambda v: v >= rules["format_compliance"]), f"{sum(fmt_c)}/{len(fmt_c)} checks"),
-        Check("pairwise win-rate CI low", pws["ci95"][0], f">= {0.5 if rules['must_improve'] else rules['pairwise_ci_low']}",
-              _ok(pws["ci95"][0], lambda v: v > 0.5 if rules["must_improve"] else v >= rules["pairwise_ci_low"]),
-              f"win rate {pws['win_rate']:.3f} over {pws['n']} prompts"),
-    ]
-    for task, r in probe_res.items():
-        worse_sig = r["mcnemar"]["p"] < rules["probe_p_value"] and r["candidate_acc"] < r["prod_acc"]
-        checks.append(Check(f"probe {task}", r["candidate_acc"],
-                            f"not worse (p<{rules['probe_p_value']}) and drop <= {rules['probe_max_relative_drop']:.0%}",
-                            not worse_sig and r["relative_drop"] <= rules["probe_max_relative_drop"],
-                            f"prod {r['prod_acc']:.3f}, p={r['mcnemar']['p']:.3f}"))
-    err_rate = pws["error_rate"]
-    checks.append(Check("judge error rate", err_rate, f"<= {rules.get('max_judge_error_rate', 0.1)}",
-                        _ok(err_rate, lambda v: v <= rules.get("max_judge_error_rate", 0.1)),
-                        f"{pws['errors']} unparseable pairs"))
-    judge_ok = _ok(cal["accuracy"], lambda v: v >= rules["judge_min_accuracy"])
-    floor_action = rules.get("judge_floor_action", "fail")
-    checks.append(Check("judge calibration accuracy", cal["accuracy"], f">= {rules['judge_min_accuracy']}",
-                        judge_ok or floor_action == "warn",
-                        "" if judge_ok else f"below floor ({floor_action}): judge-based checks are not trustworthy",
-                        warn=not judge_ok and floor_action == "warn"))
-    passed = all(c.passed for c in checks)
-    details = {
-        "profile": profile, "candidate": candidate, "prod": prod, "judge": prof["judge"],
-        "golden_manifest": manifest, "sizes": {"golden": len(chosen), "graded": len(graded),
-                                               "probe_items_per_task": prof["probe_items"],
-                                               "calibration_pairs": len(cal_pairs), "injection_cases": n_inj},
-        "golden": {"candidate": golden_c, "prod": golden_p,
-                   "per_category": {c: {"candidate": mean_ci(per_cat_c[c]), "prod": mean_ci(per_cat_p[c])} for c in sorted(per_cat_c)},
-                   "format_compliance": {"candidate": fmt_rate, "prod": sum(fmt_p) / len(fmt_p) if fmt_p else float("nan")}},
+    # Handbook lines: false refusals on items that must be answered, output length, latency
+    must = [k for k, i in enumerate(chosen) if "support" in i.tags]
+    wc, wp = [len(a.split()) for a in cand_all], [len(a.split()) for a in prod_all]
+    ks, ks_p = ks_2samp(wc, wp)
+    import numpy as np
+
+    by_turn = {}
+    for t in sorted({u.turn for u in units}):
+        ks_t = [k for k, u in enumerate(units) if u.turn == t]
+        sub = J.PairwiseResult(per_item=[pw.per_item[k] for k in ks_t]).summary()
+        gi = [g for g in golden_items if g["turn"] == t]
+        by_turn[t] = {"answers": len(ks_t), "win_rate": sub["win_rate"], "ci95": sub["ci95"], "known": sub["known"],
+                      "graded": len(gi), "golden_candidate": mean_ci([g["cand"] for g in gi]),
+                      "golden_prod": mean_ci([g["prod"] for g in gi])}
+    return {
+        "golden": {"items": golden_items, "graded_answers": 2 * len(graded),
+                   "grading_errors": sum(g is None for g in g_c) + sum(g is None for g in g_p),
+                   "grades": [{"id": units[k].item.id, "turn": units[k].turn, "candidate": gc.model_dump() if gc else None,
+                               "prod": gp.model_dump() if gp else None} for k, gc, gp in zip(graded, g_c, g_p)]},
+        "turns": by_turn,
+        "format": {"cand_passed": sum(fmt_c), "cand_total": len(fmt_c), "prod_passed": sum(fmt_p), "prod_total": len(fmt_p)},
         "pairwise": pws, "calibration": cal, "injection": inj, "probes": probe_res, "ifbench": ifbench_info,
-        "calls": {"model_calls": cache.misses, "from_cache": cache.hits, "by_kind": cache.by_kind},
-        "grades": [{"id": chosen[k].id, "candidate": gc.model_dump() if gc else None, "prod": gp.model_dump() if gp else None}
-                   for k, gc, gp in zip(graded, g_c, g_p)],
-        "seconds": time.time() - t0,
-        "examples": [{"id": chosen[k].id, "candidate": cand_ans[k], "prod": prod_ans[k]} for k in range(min(5, len(chosen)))],
+        "refusal": {"n": len(must), "cand": sum(is_refusal(cand_ans[k]) for k in must),
+                    "prod": sum(is_refusal(prod_ans[k]) for k in must)},
+        "lengths": {"n": len(wc), "ks": ks, "ks_p": ks_p, "cand_mean": float(np.mean(wc)) if wc else nan,
+                    "prod_mean": float(np.mean(wp)) if wp else nan, "cand_median": float(np.median(wc)) if wc else nan,
+                    "prod_median": float(np.median(wp)) if wp else nan},
+        "latency_note": f"latency candidate {_latency(cand_b)}, prod {_latency(prod_b)}",
+        "examples": [{"id": units[k].item.id, "turn": units[k].turn, "candidate": cand_all[k], "prod": prod_all[k]}
+                     for k in range(min(5, len(units)))],
+        "sizes": {"golden": len(chosen), "answers": len(units), "turn2": sum(u.turn == 2 for u in units),
+                  "graded": len(graded), "probe_items_per_task": prof.probe_items,
+                  "calibration_pairs": len(cal_pairs), "injection_cases": n_inj},
     }
-    return GateResult("pass" if passed else "fail", 0 if passed else 1, checks, details)
+
+
+def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", config: Path | None = None,
+                  registry_path: Path | None = None, log=print) -> GateResult:
+    """Measure, then apply the rules."""
+    t0 = time.time()
+    cfg = gate_config.load(config, profile)
+    prof = cfg.profile
+    deadline = Deadline(prof.gate_deadline_s)
+    items, manifest = G.verify_frozen(root)
+    chosen = select_golden(items, prof)
+    cache = Cache()
+    kw = {"timeout": prof.request_timeout_s, "max_retries": prof.max_retries, "deadline": deadline}
+    cand_b = backend_for(candidate, root, cache, registry_path, **kw)
+    prod_b = backend_for(prod, root, cache, registry_path, **kw)
+    judge_b = backend_for(cfg.judge, root, cache, registry_path, **kw)
+    m = measure(cand_b, prod_b, judge_b, chosen, prof, deadline, log)
+    checks = apply_rules(m, cfg.settings, cfg.blocking)
+    v, code, missing = verdict(checks)
+    details = {
+        "profile": profile, "candidate": candidate, "prod": prod, "judge": cfg.judge, "golden_manifest": manifest,
+        **{k: m[k] for k in ("sizes", "turns", "format", "pairwise", "calibration", "injection", "probes", "ifbench",
+                             "refusal", "lengths", "latency_note", "examples")},
+        "golden": {"candidate": mean_ci([g["cand"] for g in m["golden"]["items"]]),
+                   "prod": mean_ci([g["prod"] for g in m["golden"]["items"]]),
+                   "grading_errors": m["golden"]["grading_errors"],
+                   "per_category": {c: {"candidate": mean_ci([g["cand"] for g in m["golden"]["items"] if g["category"] == c]),
+                                        "prod": mean_ci([g["prod"] for g in m["golden"]["items"] if g["category"] == c])}
+                                    for c in sorted({g["category"] for g in m["golden"]["items"]})}},
+        "grades": m["golden"]["grades"],
+        "missing_evidence": missing, "no_information": no_information(checks),
+        "settings": cfg.settings.model_dump(), "blocking": cfg.blocking,
+        "calls": {"model_calls": cache.misses, "from_cache": cache.hits, "by_kind": cache.by_kind},
+        "seconds": time.time() - t0,
+    }
+    return GateResult(v, code, checks, details)
 
 
 def write_reports(res: GateResult, out_root: Path) -> Path:
+    """verdict.json, report.md, report.html under `out_root/gate-<timestamp>/`; raises OSError naming the path."""
     from evaluate.report import write_html, write_markdown
 
-    out = out_root / f"gate-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    verdict = {"verdict": res.verdict, "exit_code": res.exit_code, "error": res.error,
-               "checks": [c.__dict__ for c in res.checks], "details": res.details}
-    (out / "verdict.json").write_text(json.dumps(verdict, indent=2, default=str))
+    out = out_root / f"gate-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the report folder {out}: {e.strerror or e}") from e
+    verdict_json = {"verdict": res.verdict, "exit_code": res.exit_code, "error": res.error,
+                    "checks": [c.__dict__ for c in res.checks], "details": res.details}
+    (out / "verdict.json").write_text(json.dumps(verdict_json, indent=2, default=str))
     write_markdown(res, out / "report.md")
     write_html(res, out / "report.html")
     return out

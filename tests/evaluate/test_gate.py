@@ -11,16 +11,6 @@ from evaluate.__main__ import main
 ROOT = Path(__file__).parents[2]
 
 TINY = """
-[rules]
-golden_score_ratio = 0.98
-format_compliance = 0.0
-pairwise_ci_low = 0.45
-must_improve = {must_improve}
-probe_p_value = 0.05
-probe_max_relative_drop = 0.10
-judge_min_accuracy = 0.6
-judge_floor_action = "warn"
-
 [judge]
 model = "base"
 
@@ -32,11 +22,20 @@ max_new_tokens = 8
 probe_items = 3
 calibration_pairs = 4
 injection_cases = 2
+rules = {{ format_compliance = 0.0, must_improve = {must_improve}, min_items = 1 }}
+non_blocking = ["judge calibration", "judge position bias", "judge verdict entropy", "judge error rate",
+                "judge injection", "golden per category", "probes", "false refusal"]
 """
 
 
 @pytest.fixture(scope="module")
 def gate_root(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:  # one call cache for every run in this module
+        mp.setenv("SFTLOOP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield _make_root(tmp_path_factory)
+
+
+def _make_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     shutil.copytree(ROOT / "golden", root / "golden")
     (root / "models.toml").write_text(
@@ -57,18 +56,24 @@ def latest_report(root) -> Path:
     return sorted((root / "reports").glob("gate-*"))[-1]
 
 
-def test_pass_then_rerun_makes_zero_model_calls(gate_root, tmp_path_factory, monkeypatch, capsys):
-    monkeypatch.setenv("SFTLOOP_CACHE", str(tmp_path_factory.mktemp("cache")))
+def test_pass_then_rerun_makes_zero_model_calls(gate_root, capsys):
     assert run_gate(gate_root, "candidate") == 0
     out = latest_report(gate_root)
     v = json.loads((out / "verdict.json").read_text())
     assert v["verdict"] == "pass" and v["details"]["calls"]["model_calls"] > 0
     names = {c["name"] for c in v["checks"]}
-    assert {"golden score ratio", "format compliance", "pairwise win-rate CI low", "judge calibration accuracy",
-            "probe arithmetic", "probe sports_understanding"} <= names
+    assert {"golden score non-inferiority", "format compliance", "pairwise win-rate CI low", "judge calibration accuracy",
+            "probe arithmetic", "probe sports_understanding", "false-refusal rate", "output-length shift"} <= names
+    assert all(c["outcome"] in ("pass", "fail", "inconclusive") for c in v["checks"])
+    # identical models: identical greedy answers are ties by construction (the judge is not asked), and
+    # pass the judge-based rules although the SmolLM2 judge itself is inconclusive
     pw = v["details"]["pairwise"]
-    assert pw["n"] == 4 and 0 <= pw["position_consistency"] <= 1
-    assert (out / "report.md").read_text().startswith("# Gate: candidate vs prod — **PASS**")
+    assert pw["n"] == 5 and pw["identical"] == 5 and pw["judged"] == 0  # 4 items + MT-Bench turn 2
+    assert v["details"]["sizes"]["turn2"] == 1
+    assert {c["name"]: c["outcome"] for c in v["checks"]}["pairwise win-rate CI low"] == "pass"
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Gate: candidate vs prod — **PASS**")
+    assert "carried no information" in md
     html = (out / "report.html").read_text()
     assert "PASS (exit 0)" in html and html.count("data:image/png;base64,") == 3
     capsys.readouterr()
@@ -105,8 +110,8 @@ def test_report_renders_in_headless_chromium(gate_root, tmp_path):
 def test_must_improve_fails_identical_models(gate_root):
     assert run_gate(gate_root, "candidate", "gate-true.toml") == 1
     v = json.loads((latest_report(gate_root) / "verdict.json").read_text())
-    failed = [c["name"] for c in v["checks"] if not c["passed"]]
-    assert failed == ["pairwise win-rate CI low"]
+    failed = [c["name"] for c in v["checks"] if c["outcome"] == "fail"]
+    assert failed == ["pairwise win-rate CI low"] and v["verdict"] == "fail"
 
 
 @pytest.mark.parametrize("model", ["broken", "down", "unknown"])
