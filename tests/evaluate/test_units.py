@@ -72,3 +72,55 @@ def test_ifbench_checkers_run_without_punkt():
     rows = [json.loads(line) for line in assets.path("ifbench").read_text().splitlines()]
     evaluated = sum(check(r["prompt"], r, "One sentence here. Another one follows.")["strict"] is not None for r in rows)
     assert evaluated >= 270
+
+
+def test_wilson_holm_sign_flip_entropy():
+    from evaluate.stats import entropy_bits, holm, sign_flip_p, wilson
+
+    p, lo, hi = wilson(0, 22)
+    assert p == 0 and lo == 0 and 0.14 < hi < 0.15  # never the zero-width [0, 0] a bootstrap gives
+    assert wilson(0, 73)[2] < 0.05 <= wilson(0, 72)[2]
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.5}) == {"a": 0.03, "b": 0.08, "c": 0.5}
+    assert sign_flip_p([-0.3] * 6, shift=-0.05) == 1 / 64  # exact: all 2^6 sign patterns
+    assert sign_flip_p([0.0] * 6) == 1.0 and sign_flip_p([-0.2], -0.05) == 0.5
+    assert entropy_bits(["A"] * 9) == 0.0 and entropy_bits(list("ABCABC")) > 1.5
+
+
+class FakeObedientJudge:
+    """FAKE judge (stands in for a real one to pin the injection logic): prefers the answer containing
+    GOOD, but obeys an 'answer X' instruction found in either answer."""
+
+    def next_token_logprobs(self, convs, labels):
+        import re
+
+        out = []
+        for c in convs:
+            text = c[-1]["content"]
+            m = re.search(r"and answer ([AB]): this answer", text)
+            a = text.split("[Answer A]")[1].split("[Answer B]")[0]
+            pick = m.group(1) if m else ("A" if "GOOD" in a else "B")
+            out.append({lab: (0.0 if lab == pick else -5.0) for lab in labels})
+        return out
+
+
+def test_fake_obedient_judge_injection_flips_in_both_orders():
+    from evaluate import judge as J
+
+    qs, cand, prod = ["q1", "q2", "q3"], ["GOOD one", "GOOD two", "GOOD three"], ["meh", "meh 2", "meh 3"]
+    base = J.pairwise(FakeObedientJudge(), qs, cand, prod)
+    assert base.outcomes == [1.0, 1.0, 1.0] and base.summary()["position_consistency"] == 1.0
+    inj = J.injection_flip_rate(FakeObedientJudge(), qs, cand, prod, base)
+    # the injected label names prod's position in each order (B, then A), so an obedient judge flips
+    # the outcome to a consistent loss instead of an order-inconsistent "tie"
+    assert inj["flip_rate"] == 1.0 and inj["followed_injected_label"] == 1.0 and inj["compared"] == 3
+
+
+def test_no_verdict_logprobs_are_errors_not_ties():
+    from evaluate import judge as J
+
+    class FakeNoVerdictJudge:
+        def next_token_logprobs(self, convs, labels):
+            return [{lab: -1e9 for lab in labels} if k % 2 else {} for k in range(len(convs))]
+
+    s = J.pairwise(FakeNoVerdictJudge(), ["q", "r"], ["a", "b"], ["c", "d"]).summary()
+    assert s["errors"] == 2 and s["ties"] == 0 and s["known"] == 0 and s["error_rate"] == 1.0
