@@ -32,7 +32,8 @@ LABELS = ("EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE")
 # ------------------------------------------------------------------ shared pieces
 
 NL = r"(?:[ \t]*\r?\n[ \t]*)"  # a line break (with the spaces around it) inside a value
-SEP = rf"(?:[ \t]{{1,3}}|{NL}|[ \t]?[-.\u2010-\u2015/][ \t]?)"  # between digit groups
+_DASH = r"[-.\u2010-\u2015/]"
+SEP = rf"(?:[ \t]{{1,3}}|{NL}|[ \t]?{_DASH}[ \t]?|[ \t]?{_DASH}{NL}|{NL}{_DASH}[ \t]?)"  # between digit groups
 # Words that label the number after them as something other than PII (order #123456789, version 1.2.3.4).
 NOT_PII_WORDS = frozenset(
     "order orders invoice inv ticket case ref reference tracking track shipment parcel package isbn isbn-10 isbn-13 "
