@@ -20,7 +20,6 @@ import json
 import sqlite3
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +229,50 @@ class HFBackend:
         return [tuple(x) for x in self._cached_map("loglik", [list(p) for p in pairs], {}, compute)]
 
 
+def _bounded_pool(fn, todo: list[int], workers: int, deadline: Deadline, on_deadline) -> list[Any]:
+    """`fn(i)` for every index on at most `workers` daemon threads; the first error or the deadline stops
+    it: queued indices never start, and a request still in flight cannot keep the process from exiting
+    (ThreadPoolExecutor's workers are joined at interpreter exit, which a hung request would block)."""
+    import queue
+
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    for i in todo:
+        q.put(i)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock, finished, cancel = threading.Lock(), threading.Event(), threading.Event()
+
+    def worker() -> None:
+        while not cancel.is_set():
+            try:
+                i = q.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                r = fn(i)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                with lock:
+                    errors.append(e)
+                finished.set()
+                return
+            with lock:
+                results.append(r)
+                if len(results) == len(todo):
+                    finished.set()
+
+    for _ in range(min(workers, len(todo))):
+        threading.Thread(target=worker, daemon=True).start()
+    left = deadline.left()
+    done = finished.wait(None if left == float("inf") else max(left, 0.0))
+    cancel.set()
+    with lock:
+        if errors:
+            raise errors[0]
+        if not done:
+            raise on_deadline(len(todo) - len(results))
+        return list(results)
+
+
 def _content(r) -> str:
     """The answer text; null or empty content is an error (never cached, never an empty answer)."""
     text = r.choices[0].message.content if r.choices else None
@@ -285,23 +328,11 @@ class OpenAIBackend:
 
         if not todo:
             return out
-        pool = ThreadPoolExecutor(self.concurrency)
-        try:
-            futures = [pool.submit(one, i) for i in todo]
-            left = self.deadline.left()
-            done, pending = wait(futures, timeout=None if left == float("inf") else max(left, 0.0),
-                                 return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    raise f.exception()
-            if pending:
-                raise BackendError(f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}: "
-                                   f"{len(pending)} of {len(todo)} {kind} requests unanswered (cancelled)")
-            for f in done:
-                i, v = f.result()
-                out[i] = v
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # queued requests never start
+        for i, v in _bounded_pool(one, todo, self.concurrency, self.deadline,
+                                  lambda left: BackendError(
+                                      f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}: "
+                                      f"{left} of {len(todo)} {kind} requests unanswered (cancelled)")):
+            out[i] = v
         return out
 
     def chat(self, convs: list[list[dict]], max_new_tokens: int = 128) -> list[str]:

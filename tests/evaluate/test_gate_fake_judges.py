@@ -150,3 +150,21 @@ def test_misspelled_rule_in_profile_exits_2_naming_it(fake, capsys):
     assert rc == 2
     v = json.loads((sorted((fake.root / "reports").glob("gate-*"))[-1] / "verdict.json").read_text())
     assert "unknown rule 'false refusals'" in v["error"] and "bad.toml" in v["error"]
+
+
+def test_hanging_endpoint_cli_process_exits_2_promptly(fake, tmp_path):
+    """As a process: a request still hanging at the deadline does not keep the interpreter alive."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = fake.root / "hang-cli.toml"
+    cfg.write_text(PROFILE.format(judge="judge_ties", timeout=120, deadline=3).replace("max_retries = 0", "max_retries = 3"))
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "evaluate", "gate", "hang", "prod", "--profile", "full", "--config", str(cfg),
+                        "--root", str(fake.root)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SFTLOOP_CACHE": str(tmp_path / "c")})
+    wall = time.monotonic() - t
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "deadline of 3 s passed" in r.stderr and fake.url in r.stderr
+    assert wall < 60
