@@ -25,7 +25,7 @@ demo: setup
     {{py}} -m curate run curate/configs/default.toml
     {{py}} -m train run train/configs/cpu-smollm2.toml
     rc=0; {{py}} -m evaluate gate candidate prod --profile demo || rc=$?; \
-    if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate" >&2; exit 2; fi; \
+    if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate or was inconclusive (see the lines above)" >&2; exit 2; fi; \
     echo "demo: done (gate exit $rc)"
 
 # run the full test suite (sets everything up first)
