@@ -88,3 +88,49 @@ def jaccard_sorted(a: np.ndarray, b: np.ndarray) -> float:
 
 def strip_code(text: str) -> str:
     return CODE_FENCE.sub(" ", text)
+
+
+# ---- matching normal form (decontamination): robust to re-wrapping, case, punctuation, markdown ----
+
+_APOSTROPHES = r"['’‘`´ʼ]"
+
+
+def normalise_for_match(expr: pl.Expr) -> pl.Expr:
+    """NFKC, lowercase, words joined across hyphenated line breaks, apostrophes dropped ("can't" ->
+    "cant"), every other non-word character (markdown, bullets, quotes, punctuation, `_`) turned into
+    one space. Word tokens of the result are what n-grams see."""
+    e = expr.fill_null("").str.normalize("NFKC").str.to_lowercase().str.replace_all("ß", "ss", literal=True)
+    e = e.str.replace_all(r"(\w)-[ \t]*\r?\n\s*(\w)", "${1}${2}").str.replace_all(_APOSTROPHES, "")
+    return e.str.replace_all(r"[\W_]+", " ").str.strip_chars()
+
+
+def normalise_texts(texts: list[str]) -> list[str]:
+    """`normalise_for_match` on a Python list."""
+    return pl.Series("t", texts, dtype=pl.String).to_frame().select(normalise_for_match(pl.col("t")))["t"].to_list()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n\s*\n|\n(?=\s*(?:[-*•]|\d{1,2}[.)])\s)")
+
+
+def sentences(text: str, max_words: int = 64) -> list[str]:
+    """Sentences (split at . ! ? followed by space, blank lines, list items), pieces of at most
+    `max_words` words (a long run-on sentence is cut into chunks)."""
+    out = []
+    for s in _SENTENCE_END.split(text):
+        w = s.split()
+        for k in range(0, len(w), max_words):
+            out.append(" ".join(w[k:k + max_words]))
+    return [s for s in out if s]
+
+
+def sentence_windows(text: str, sizes: tuple[int, ...] = (1, 2, 3), max_words: int = 96) -> list[tuple[int, str]]:
+    """(first sentence index, window) for every run of `sizes` consecutive sentences (capped at
+    `max_words` words); a text of one sentence gives itself."""
+    sents = sentences(text)
+    out = []
+    for size in sizes:
+        for i in range(0, max(len(sents) - size + 1, 1 if size == 1 else 0)):
+            w = " ".join(sents[i:i + size]).split()
+            if w:
+                out.append((i, " ".join(w[:max_words])))
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sftloop import assets
+from evaluate import evalsets
 
 
 class GoldenChanged(RuntimeError):
@@ -32,30 +32,22 @@ class GoldenItem(BaseModel):
 
 
 def load_items(root: Path) -> list[GoldenItem]:
+    """Our items plus the MT-Bench turn-1 / IFBench items referenced by id, read through `evalsets`."""
     items: list[GoldenItem] = []
-    for p in sorted((root / "golden" / "items").glob("*.jsonl")):
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    items.append(GoldenItem.model_validate_json(line))
-                except Exception as e:  # noqa: BLE001
-                    raise GoldenChanged(f"{p}:{n}: invalid golden item: {e}") from None
-    ext = json.loads((root / "golden" / "external.json").read_text())
-    qdir = assets.path("mtbench") / "mt_bench"
-    refs = {}
-    for line in (qdir / "reference_answer" / "gpt-4.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        refs[r["question_id"]] = r["choices"][0]["turns"][0]
-    questions = {json.loads(line)["question_id"]: json.loads(line) for line in (qdir / "question.jsonl").read_text().splitlines()}
+    for p, n, line in evalsets.golden_lines(root):
+        try:
+            items.append(GoldenItem.model_validate_json(line))
+        except Exception as e:  # noqa: BLE001
+            raise GoldenChanged(f"{p}:{n}: invalid golden item: {e}") from None
+    ext = evalsets.golden_external(root)
+    refs = {qid: turns[0] for qid, turns in evalsets.mtbench_references().items()}
+    questions = {q["question_id"]: q for q in evalsets.mtbench_questions()}
     for qid in ext.get("mtbench_question_ids", []):
         q = questions[qid]
         items.append(GoldenItem(id=f"mtbench-{qid}", category=f"mtbench:{q['category']}",
                                 messages=[{"role": "user", "content": q["turns"][0]}], reference=refs.get(qid),
                                 tags=["mtbench"]))
-    ifb = {}
-    for line in assets.path("ifbench").read_text().splitlines():
-        r = json.loads(line)
-        ifb[r["key"]] = r
+    ifb = {r["key"]: r for r in evalsets.ifbench_rows()}
     for key in ext.get("ifbench_keys", []):
         r = ifb[key]
         items.append(GoldenItem(id=f"ifbench-{key}", category="ifbench", messages=[{"role": "user", "content": r["prompt"]}],

@@ -4,38 +4,16 @@ McNemar's exact test."""
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
+from evaluate import evalsets
 from evaluate.stats import mcnemar, stderr_binary
 
-TASKS = {
-    "arithmetic": "arithmetic/2_digit_addition",
-    "date_understanding": "date_understanding",
-    "logical_deduction": "logical_deduction/three_objects",
-    "general_knowledge": "general_knowledge",
-    "sports_understanding": "sports_understanding",
-}
+TASKS = evalsets.PROBE_TASKS  # declared once, in evalsets (decontamination reads the same items)
 
 
 def load_task(task_root: Path, name: str, n: int | None, seed: int = 0) -> list[dict]:
-    data = json.loads((task_root / TASKS[name] / "task.json").read_text())
-    prefix = data.get("task_prefix", "")
-    in_pre = data.get("example_input_prefix", "\nQ: ")
-    out_pre = data.get("example_output_prefix", "\nA: ")
-    items = []
-    for k, ex in enumerate(data["examples"]):
-        scores = ex.get("target_scores") or {}
-        if not scores or max(scores.values()) <= 0:
-            continue
-        choices = list(scores)
-        items.append({"id": f"{name}-{k}", "context": f"{prefix}{in_pre}{ex['input']}{out_pre}".lstrip(),
-                      "choices": choices, "gold": [c for c in choices if scores[c] == max(scores.values())]})
-    if n is not None and n < len(items):
-        items = random.Random(seed).sample(items, n)
-        items.sort(key=lambda x: int(x["id"].rsplit("-", 1)[1]))
-    return items
+    return evalsets.probe_task_items(name, n, seed, task_root)
 
 
 def score(backend, items: list[dict]) -> list[dict]:

@@ -1,42 +1,125 @@
-import json
-
+import pytest
 from curate_frames import frame
 
-from curate import evalsets
 from curate.stages.decontaminate import Decontaminate
+from evaluate import evalsets
+
+HOST_Q = "Can you recommend a good book about the history of the Roman empire for a beginner?"
+HOST_A = "Sure. SPQR by Mary Beard is a readable overview that covers a thousand years of Roman history."
 
 
-def test_rows_sharing_a_13gram_or_embedding_with_eval_items_are_dropped(ctx):
-    items = dict(evalsets.mtbench_items())
-    q81 = items["mtbench:81:1"]
-    ifb = evalsets.ifbench_items()[0]
-    df = frame([
-        [("user", "Hi! " + q81 + " Thanks a lot."), ("assistant", "Aloha! Here is a travel blog post about Hawaii...")],
-        [("user", "How do I return a pair of shoes that do not fit?"), ("assistant", "Start a return from your order page and print the label.")],
-        [("user", ifb[1]), ("assistant", "Sure, here is the response with all those keywords.")],
-    ])
-    res = Decontaminate(eval_sets=["mtbench", "ifbench"]).apply(df, ctx)
-    assert res.kept["_row"].to_list() == [1]
+@pytest.fixture(scope="module")
+def items():
+    return {i.id: i for i in evalsets.load()}
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return Decontaminate()
+
+
+def _rewrap(text: str, width: int = 6) -> str:
+    w = text.split()
+    return "\n".join(" ".join(w[i:i + width]) for i in range(0, len(w), width))
+
+
+DISGUISES = {
+    "verbatim": lambda q: [("user", q), ("assistant", HOST_A)],
+    "rewrapped": lambda q: [("user", _rewrap(q)), ("assistant", HOST_A)],
+    "inside_longer": lambda q: [("user", HOST_Q + " Also, unrelated: " + q + " Thanks a lot!"), ("assistant", HOST_A)],
+    "later_user_turn": lambda q: [("user", HOST_Q), ("assistant", HOST_A), ("user", q), ("assistant", HOST_A)],
+    "assistant_turn": lambda q: [("user", HOST_Q), ("assistant", "Here is one you could ask:\n\n" + q)],
+    "case_punct": lambda q: [("user", "**" + q.upper().replace(",", "").replace(".", " !").replace("'", "’") + "**"),
+                             ("assistant", HOST_A)],
+}
+
+
+@pytest.mark.parametrize("disguise", sorted(DISGUISES))
+def test_every_disguise_of_real_items_is_caught_by_ngrams(stage, items, ctx, disguise):
+    ifb = next(i for i in items.values() if i.set == "ifbench")
+    support = next(i for i in items.values() if i.set == "golden")
+    picks = [("mtbench-81", items["mtbench-81"].of("prompt")[0]), (ifb.id, ifb.of("prompt")[0]),
+             (support.id, support.of("prompt")[0]), ("sports_understanding-0", items["sports_understanding-0"].of("prompt")[0])]
+    convs = [DISGUISES[disguise](q) for _, q in picks] + [[("user", HOST_Q), ("assistant", HOST_A)]]
+    res = stage.apply(frame(convs), ctx)
+    assert res.kept["_row"].to_list() == [len(picks)]
     got = dict(zip(res.dropped["_row"].to_list(), res.dropped["rep_id"].to_list()))
-    assert got == {0: "mtbench:81:1", 2: ifb[0]}
-    report = ctx.reports["decontaminate"]
-    assert report["items_hit"] == {"mtbench:81:1": 1, ifb[0]: 1} and report["eval_items"] == 160 + 294
+    # the support prompt exists twice in the golden set (-0 / -1 variants share it): either id is right
+    assert got[0] == "mtbench-81" and got[1] == ifb.id and got[3] == "sports_understanding-0"
+    assert items[got[2]].of("prompt")[0].split()[:3] == support.of("prompt")[0].split()[:3]
+    assert all(r.startswith("decontaminate:ngram:") for r in res.dropped["reason"])
 
 
-def test_paraphrase_caught_by_embedding_only(ctx):
-    q = dict(evalsets.mtbench_items())["mtbench:81:1"]
-    para = q.replace("Compose", "Write").replace("engaging", "captivating")
-    df = frame([[("user", para), ("assistant", "Here is a blog post about my trip to Hawaii and its culture.")]])
-    res = Decontaminate(eval_sets=["mtbench"], ngram=13).apply(df, ctx)
-    assert res.dropped["reason"].to_list() in (["decontaminate:ngram"], ["decontaminate:embedding"])
-    res = Decontaminate(eval_sets=["mtbench"], embed_threshold=None).apply(
-        frame([[("user", "Write a captivating travel blog entry on a recent Hawaii trip with cultural highlights and sights."),
-                ("assistant", "Here is a blog post about Hawaii.")]]), ctx)
-    assert res.dropped.height == 0  # no shared 13-gram: only the embedding check could catch it
+def test_short_item_is_matched_as_a_whole_span_only(stage, items, ctx):
+    q = items["arithmetic-0"].of("prompt")[0]  # "What is 80 plus 29?": shorter than the n-gram
+    assert len(q.split()) < stage.ngram
+    res = stage.apply(frame([
+        [("user", f"My kid asked me: {q.lower()} I said I'd check."), ("assistant", HOST_A)],
+        [("user", "What is the plus side of 80 apartments with 29 floors?"), ("assistant", HOST_A)],
+    ]), ctx)
+    assert res.dropped["_row"].to_list() == [0] and res.dropped["rep_id"].to_list() == ["arithmetic-0"]
 
 
-def test_golden_items_are_read_when_present(tmp_path, monkeypatch):
-    (tmp_path / "golden" / "items").mkdir(parents=True)
-    (tmp_path / "golden" / "items" / "support.jsonl").write_text(json.dumps(
-        {"id": "sup-001", "messages": [{"role": "user", "content": "Where is my refund?"}]}) + "\n")
-    assert evalsets.golden_items(tmp_path) == [("golden:sup-001", "Where is my refund?")]
+def test_reason_names_method_role_and_turn(stage, items, ctx):
+    mt = items["mtbench-81"]
+    res = stage.apply(frame([
+        DISGUISES["assistant_turn"](mt.of("prompt")[0]),
+        [("user", HOST_Q), ("assistant", HOST_A), ("user", mt.of("prompt")[1]), ("assistant", HOST_A)],  # 2nd turn
+    ]), ctx)
+    assert res.dropped["reason"].to_list() == ["decontaminate:ngram:assistant-turn2", "decontaminate:ngram:user-turn3"]
+    rep = ctx.reports["decontaminate"]
+    assert rep["items_hit"] == {"mtbench-81": {"ngram": 2}} and rep["rows_dropped"] == 2
+    assert rep["eval_items"] == len(items)
+
+
+def test_reference_answer_probe_item_and_calibration_pair_are_caught(stage, items, ctx):
+    ref_item = next(i for i in items.values() if i.set == "mtbench" and i.of("reference"))
+    cal = next(i for i in items.values() if i.set == "calibration")
+    logic = items["logical_deduction-0"]
+    res = stage.apply(frame([
+        [("user", HOST_Q), ("assistant", ref_item.of("reference")[0])],        # MT-Bench reference in the reply
+        [("user", "Which shelf order?\n" + logic.of("prompt")[0]), ("assistant", HOST_A)],  # probe question
+        [("user", cal.of("prompt")[0]), ("assistant", HOST_A)],                 # calibration question
+        [("user", HOST_Q), ("assistant", cal.of("response")[0])],             # calibration answer
+    ]), ctx)
+    got = dict(zip(res.dropped["_row"].to_list(), res.dropped["rep_id"].to_list()))
+    assert set(got) == {0, 1, 2, 3}
+    assert got[0] == ref_item.id and got[1].startswith("logical_deduction-")
+    assert items[got[2]].of("prompt") == cal.of("prompt") and items[got[3]].set == "calibration"
+
+
+def test_probe_target_counts_only_with_its_question(stage, items, ctx):
+    assert items["sports_understanding-0"].of("prompt", "target") == ["Jamal Murray was perfect from the line", "plausible"]
+    res = stage.apply(frame([
+        [("user", "Is the claim about the new phone true?"), ("assistant", "It sounds plausible to me.")],  # target alone
+        [("user", "Murray (Jamal) perfect at the free-throw line: is that believable?"), ("assistant", "Plausible.")],
+    ]), ctx)
+    assert res.dropped["_row"].to_list() == [1]
+    assert res.dropped["rep_id"].to_list() == ["sports_understanding-0"]
+    assert res.dropped["reason"].to_list() == ["decontaminate:answer:assistant-turn2"]
+
+
+def test_light_rewording_is_caught_by_sentence_window_embeddings(stage, items, ctx):
+    q = items["mtbench-81"].of("prompt")[0]
+    para = (q.replace("Compose", "Write").replace("engaging", "captivating").replace("must-see", "top")
+            .replace("highlighting", "featuring"))
+    res = stage.apply(frame([
+        [("user", HOST_Q + "\n\n" + para + "\n\nKeep it under 500 words."), ("assistant", HOST_A)],
+    ]), ctx)
+    assert res.dropped["reason"].to_list() == ["decontaminate:embedding:user-turn1"]
+    assert res.dropped["rep_id"].to_list() == ["mtbench-81"]
+    assert Decontaminate(embed_threshold=None).apply(frame([[("user", para), ("assistant", HOST_A)]]), ctx).dropped.height == 0
+
+
+def test_clean_conversations_and_the_shared_system_prompt_are_not_hits(stage, items, ctx):
+    support = next(i for i in items.values() if i.set == "golden")
+    res = stage.apply(frame([
+        [("user", HOST_Q), ("assistant", HOST_A)],
+        [("user", "How do I return a pair of shoes that do not fit?"), ("assistant", "Start a return from your order page.")],
+        [("user", "Write a haiku about autumn leaves in Kyoto."), ("assistant", "Red leaves drift and fall / over quiet temple stones / "
+                                                                         "the river runs cold.")],
+        [("system", support.of("system")[0]), ("user", "Hi, what are your opening hours on Sunday?"),
+         ("assistant", "We are open from 10 am to 4 pm on Sundays.")],
+    ]), ctx)
+    assert res.dropped.height == 0
+    assert ctx.reports["decontaminate"]["templates_ignored"] == [support.of("system")[0][:60]]
