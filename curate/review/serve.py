@@ -178,11 +178,11 @@ def serve_forever(cfg: ServerConfig) -> None:
     signal.signal(signal.SIGINT, interrupt)  # also when started with SIGINT ignored (background jobs)
     signal.signal(signal.SIGTERM, interrupt)
     run = start(cfg)
-    print(f"Argilla UI: {cfg.url}  (search engine: {cfg.search_engine}, data: {cfg.home})")
-    print(f"  owner     {credential('SFTLOOP_ARGILLA_OWNER')} / {credential('SFTLOOP_ARGILLA_OWNER_PASSWORD')}")
-    print(f"  annotator {credential('SFTLOOP_ARGILLA_ANNOTATOR')} / {credential('SFTLOOP_ARGILLA_ANNOTATOR_PASSWORD')}")
-    print(f"  pids {run.pids()}; Ctrl-C stops them", flush=True)
-    try:
+    try:  # the banner is inside: a Ctrl-C right after "Ctrl-C stops them" must still stop everything
+        print(f"Argilla UI: {cfg.url}  (search engine: {cfg.search_engine}, data: {cfg.home})")
+        print(f"  owner     {credential('SFTLOOP_ARGILLA_OWNER')} / {credential('SFTLOOP_ARGILLA_OWNER_PASSWORD')}")
+        print(f"  annotator {credential('SFTLOOP_ARGILLA_ANNOTATOR')} / {credential('SFTLOOP_ARGILLA_ANNOTATOR_PASSWORD')}")
+        print(f"  pids {run.pids()}; Ctrl-C stops them", flush=True)
         while all(p.poll() is None for p in run.procs.values()):
             time.sleep(1)
         dead = {k: p.returncode for k, p in run.procs.items() if p.poll() is not None}
