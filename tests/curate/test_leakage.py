@@ -1,8 +1,7 @@
 import json
-import textwrap
 
 import polars as pl
-from curate_frames import frame
+from curate_frames import chat_config, frame, run_version, write_chat
 
 from curate.stages.filters import Parroting
 from curate.stages.leakage import LabelLeakage, turn_scores
@@ -106,29 +105,12 @@ def test_empty_frame_and_unicode(ctx):
 
 
 def test_pipeline_writes_the_score_into_meta_of_kept_and_excluded_rows(tmp_path):
-    from curate.__main__ import main
-
     rows = [{"messages": [{"role": "user", "content": LEAKY_Q}, {"role": "assistant", "content": LEAKY_A}]}]
     rows += [{"messages": [{"role": "user", "content": f"{Q} ({i})"}, {"role": "assistant", "content": A}]}
              for i in range(3)]
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = tmp_path / "c.toml"
-    cfg.write_text(textwrap.dedent(f"""
-        name = "leak"
-        output_dir = "out"
-        [[sources]]
-        name = "chat"
-        format = "messages"
-        path = "{data}"
-        [[stages]]
-        type = "label_leakage"
-        [split]
-        val_fraction = 0.0
-    """))
-    assert main(["run", str(cfg), "--root", str(tmp_path), "--quiet"]) == 0
-    base = tmp_path / "out" / "leak"
-    v = base / (base / "LATEST").read_text().strip()
+    cfg.write_text(chat_config("leak", write_chat(tmp_path, rows)) + '[[stages]]\ntype = "label_leakage"\n')
+    v = run_version(cfg, tmp_path, "leak")
     ex = pl.read_parquet(v / "excluded.parquet")
     assert ex["reason"].to_list() == ["label_leakage"] and json.loads(ex["meta"][0])["label_leakage"] == 1.0
     train = pl.read_parquet(v / "train.parquet")

@@ -1,9 +1,8 @@
 import json
-import textwrap
 
 import numpy as np
 import pytest
-from curate_frames import frame
+from curate_frames import chat_config, frame, run_version, write_chat
 
 from curate.lengths import LengthReference, ks, length_report, reference_files, summary, token_lengths
 from sftloop.settings import repo_root
@@ -117,32 +116,19 @@ def test_golden_reference_uses_its_messages_and_reference_answers(tmp_path):
 
 
 def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp_path):
-    from curate.__main__ import main
     from curate.config import ConfigError, config_dict, load_config
 
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in conv]}) + "\n"
-                            for conv in CONVS))
+    data = write_chat(tmp_path, [{"messages": [{"role": r, "content": c} for r, c in conv]} for conv in CONVS])
     ref = tmp_path / "prod.parquet"
     frame(CONVS[:3]).drop("_row").write_parquet(ref)
-    head = textwrap.dedent(f"""
-        name = "len"
-        output_dir = "out"
-        [[sources]]
-        name = "chat"
-        format = "messages"
-        path = "{data}"
-        [split]
-        val_fraction = 0.0
-    """)
+    head = chat_config("len", data)
     cfg = tmp_path / "c.toml"
     cfg.write_text(head)
     assert "length_reference" not in config_dict(load_config(cfg))  # unset: the version id is what it was
     cfg.write_text(head + f'[length_reference]\npath = "{ref}"\n')
     assert config_dict(load_config(cfg))["length_reference"] == {"path": str(ref)}
-    assert main(["run", str(cfg), "--root", str(tmp_path), "--quiet"]) == 0
-    base = tmp_path / "out" / "len"
-    v = base / (base / "LATEST").read_text().strip()
+    v = run_version(cfg, tmp_path, "len")
+    base = v.parent
     lengths = json.loads((v / "manifest.json").read_text())["lengths"]
     assert lengths["tokenizer"] == "smollm2-135m-instruct"
     assert set(lengths["splits"]) == {"train", "val"} and lengths["splits"]["train"]["prompt"]["count"] == 5

@@ -4,6 +4,7 @@ import textwrap
 
 import polars as pl
 import pytest
+from curate_frames import run_version
 
 from curate.__main__ import main
 from curate.config import ConfigError, load_config
@@ -70,9 +71,7 @@ def write_config(tmp_path, fix, extra_sources="", stages=STAGES, split='[split]\
 
 
 def run(tmp_path, cfg):
-    assert main(["run", str(cfg), "--root", str(tmp_path), "--quiet"]) == 0
-    base = tmp_path / "out" / "fixture-mix"
-    return base / (base / "LATEST").read_text().strip()
+    return run_version(cfg, tmp_path, "fixture-mix")
 
 
 def test_accounting_determinism_and_outputs(tmp_path, fix):

@@ -2,7 +2,7 @@ import json
 
 import polars as pl
 import pytest
-from curate_frames import frame
+from curate_frames import chat_config, frame, run_version, write_chat
 
 from curate.config import ConfigError, parse_stage
 from curate.stages.system_prompt import SystemPrompt, distribution_markdown, prompt_distribution
@@ -85,32 +85,16 @@ def test_distribution_counts_distinct_prompts_and_rows_without(ctx):
 
 
 def test_writer_reports_system_prompts_with_and_without_the_stage(tmp_path):
-    import textwrap
-
-    from curate.__main__ import main
-
     rows = [{"messages": [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": f"{Q} {i}"},
                           {"role": "assistant", "content": A}]} for i in range(3)]
     rows += [{"messages": [{"role": "user", "content": f"{Q} {i}"}, {"role": "assistant", "content": A}]}
              for i in range(3, 5)]
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_chat(tmp_path, rows)
 
     def run(stages: str) -> dict:
         cfg = tmp_path / "c.toml"
-        cfg.write_text(textwrap.dedent(f"""
-            name = "sp"
-            output_dir = "out"
-            [[sources]]
-            name = "chat"
-            format = "messages"
-            path = "{data}"
-            [split]
-            val_fraction = 0.0
-        """) + stages)
-        assert main(["run", str(cfg), "--root", str(tmp_path), "--quiet"]) == 0
-        base = tmp_path / "out" / "sp"
-        v = base / (base / "LATEST").read_text().strip()
+        cfg.write_text(chat_config("sp", data) + stages)
+        v = run_version(cfg, tmp_path, "sp")
         assert "## System prompts" in (v / "funnel.md").read_text()
         return json.loads((v / "manifest.json").read_text())["system_prompts"]
 
