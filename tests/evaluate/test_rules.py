@@ -54,6 +54,21 @@ def good(n_per_cat: int = 12, seed: int = 0) -> dict:
     }
 
 
+def constant_grades(identical: bool = False) -> dict:
+    """good(), but every golden answer of both models graded 0.5 (`identical`: and the two answers equal)."""
+    m = good()
+    for i in m["golden"]["items"]:
+        i["cand"] = i["prod"] = 0.5
+        i["identical"] = identical
+    return m
+
+
+def always_a_calibration() -> dict:
+    """Calibration fields of a judge that always answers A: the two orders of every pair disagree."""
+    return {"correct": 0, "accuracy": 0.0, "ci95": [0.0, 0.06], "consistency": 0.0, "first_position_win_share": 1.0,
+            "verdict_counts": {"A": 120, "B": 0, "C": 0}}
+
+
 def run(m: dict, **over):
     s = RuleSettings(**over)
     checks = apply_rules(m, s, {r.name: r.blocking for r in RULES})
@@ -117,23 +132,16 @@ def test_golden_noninferiority_three_outcomes():
 
 
 def test_constant_grades_on_different_answers_are_inconclusive():
-    m = good()
-    for i in m["golden"]["items"]:
-        i["cand"] = i["prod"] = 0.5
-    c = by_name(run(m)[0], "golden score non-inferiority")
+    c = by_name(run(constant_grades())[0], "golden score non-inferiority")
     assert c.outcome == "inconclusive" and "degenerate" in c.fix
 
 
 def test_identical_answers_need_no_judge():
     """Equal answers are a tie by construction: a useless judge does not make them inconclusive."""
-    m = good()
-    for i in m["golden"]["items"]:
-        i["cand"] = i["prod"] = 0.5
-        i["identical"] = True
+    m = constant_grades(identical=True)
     m["pairwise"].update(identical=48, judged=0, consistent=0, known=48, wins=0, losses=0, ties=48, win_rate=0.5,
                          ci95=[0.5, 0.5], unknown_share=float("nan"), position_consistency=float("nan"))
-    m["calibration"].update(correct=0, accuracy=0.0, ci95=[0.0, 0.06], consistency=0.0, first_position_win_share=1.0,
-                            verdict_counts={"A": 120, "B": 0, "C": 0})
+    m["calibration"].update(always_a_calibration())
     checks, _ = run(m)
     assert by_name(checks, "judge calibration accuracy").outcome == "inconclusive"
     assert by_name(checks, "pairwise win-rate CI low").outcome == "pass"
@@ -145,8 +153,7 @@ def test_identical_answers_need_no_judge():
 def test_unreliable_judge_makes_judge_rules_inconclusive(judge):
     m = good()
     if judge == "constant":  # always A: both orders disagree, everything unknown
-        m["calibration"].update(correct=0, accuracy=0.0, ci95=[0.0, 0.06], consistency=0.0, first_position_win_share=1.0,
-                                verdict_counts={"A": 120, "B": 0, "C": 0})
+        m["calibration"].update(always_a_calibration())
         m["pairwise"].update(consistent=0, inconsistent=48, known=0, wins=0, ties=0, losses=0, win_rate=float("nan"),
                              ci95=[float("nan")] * 2, unknown_share=1.0, position_consistency=0.0,
                              first_position_win_share=1.0, verdict_counts={"A": 96, "B": 0, "C": 0})
