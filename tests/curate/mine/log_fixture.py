@@ -1,5 +1,7 @@
 import json
 
+from sftloop.schema import ChatRecord, write_parquet
+
 
 def write_logs(tmp_path):
     """Two weeks of support logs with planted PII, refusals and thumbs-down, plus a next-week row and a bad row."""
@@ -18,3 +20,12 @@ def write_logs(tmp_path):
                  "response": "hello", "latency_ms": 5})
     rows.append({"request_id": "bad", "timestamp": "2026-11-17T10:00:00Z", "model": "prod", "response": "no prompt", "latency_ms": 1})
     (tmp_path / "logs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def write_reference(tmp_path):
+    """A one-conversation training set as the mining run's reference (`tmp_path/ref/train.parquet`); returns its dir."""
+    ref = tmp_path / "ref"
+    write_parquet([ChatRecord.model_validate({"messages": [{"role": "user", "content": "Where is my refund?"},
+                                                           {"role": "assistant", "content": "Let me check."}], "source": "t"})],
+                  ref / "train.parquet")
+    return ref

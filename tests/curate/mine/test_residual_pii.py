@@ -10,7 +10,7 @@ from curate.mine.__main__ import main
 from curate.mine.queue import failures_for_review
 from curate.mine.redact import leaked
 from curate.review.queues import failure_record
-from sftloop.schema import ChatRecord, write_parquet
+from log_fixture import write_reference
 
 PLANTED = [("EMAIL", "mary.jane@\nexample.com"), ("EMAIL", "o'brien+vip@Example.CO.UK"), ("CARD", "4111.1111.1111.1111"),
            ("CARD", "5555 5555\n5555 4444"), ("IBAN", "fr14 2004 1010 0505 0001 3m02 606"), ("PHONE", "+33 1 23 45 67 89"),
@@ -57,10 +57,7 @@ def _texts(root):
 
 def test_no_planted_value_survives_a_mining_run(tmp_path, capsys):
     _logs(tmp_path)
-    ref = tmp_path / "ref"
-    write_parquet([ChatRecord.model_validate({"messages": [{"role": "user", "content": "Where is my refund?"},
-                                                           {"role": "assistant", "content": "Let me check."}], "source": "t"})],
-                  ref / "train.parquet")
+    ref = write_reference(tmp_path)
     reports = tmp_path / "reports"
     assert main(["run", str(tmp_path / "logs" / "*.jsonl"), "--week", "2026-W47", "--reference", str(ref),
                  "--reports", str(reports), "--no-push"]) == 0

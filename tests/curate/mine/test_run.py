@@ -3,16 +3,12 @@ import json
 import polars as pl
 
 from curate.mine.run import run
-from log_fixture import write_logs
-from sftloop.schema import ChatRecord, write_parquet
+from log_fixture import write_logs, write_reference
 
 
 def test_weekly_run_redacts_flags_clusters_and_is_idempotent(tmp_path, minilm):
     write_logs(tmp_path)
-    ref = tmp_path / "ref"
-    write_parquet([ChatRecord.model_validate({"messages": [{"role": "user", "content": "Where is my refund?"},
-                                                           {"role": "assistant", "content": "Let me check."}], "source": "t"})],
-                  ref / "train.parquet")
+    ref = write_reference(tmp_path)
     out = run(str(tmp_path / "*.jsonl"), tmp_path / "reports", reference=ref)
     assert out.name == "mine-2026-W47"
     fails = pl.read_parquet(out / "failures.parquet")
