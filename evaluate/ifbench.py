@@ -17,7 +17,14 @@ from functools import lru_cache
 def _patched():
     import nltk
 
-    from if_verifiable.ifbench import instructions_util as u
+    # if-verifiable calls nltk.download() for missing data when it is imported: a network attempt at
+    # run time. Offline nothing can be fetched, so the import runs with downloading switched off.
+    real_download = nltk.download
+    nltk.download = lambda *args, **kwargs: False
+    try:
+        from if_verifiable.ifbench import instructions_util as u
+    finally:
+        nltk.download = real_download
 
     class _Sentences:
         @staticmethod

@@ -74,6 +74,27 @@ def test_ifbench_checkers_run_without_punkt():
     assert evaluated >= 270
 
 
+def test_ifbench_checkers_import_without_trying_to_download_nltk_data(monkeypatch):
+    """if-verifiable calls nltk.download() at import for data that is missing here: never at run time."""
+    import sys
+
+    import nltk
+
+    from evaluate import ifbench
+
+    calls = []
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: calls.append(a) or False)
+    for name in [m for m in sys.modules if m.startswith("if_verifiable")]:
+        monkeypatch.delitem(sys.modules, name)
+    ifbench._patched.cache_clear()
+    try:
+        ifbench._patched()
+    finally:
+        ifbench._patched.cache_clear()
+    assert calls == []
+    assert nltk.download.__name__ == "<lambda>"  # the caller's own nltk.download is put back
+
+
 def test_wilson_holm_sign_flip_entropy():
     from evaluate.stats import entropy_bits, holm, sign_flip_p, wilson
 
