@@ -10,7 +10,7 @@ import math
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.3f}"
+        return "n/a" if math.isnan(v) else f"{v:.3f}"  # no measurement: say so, never print nan
     return str(v)
 
 

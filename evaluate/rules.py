@@ -61,7 +61,7 @@ def _fin(x) -> bool:
 
 
 def _f(x) -> str:
-    return f"{x:.3f}" if _fin(x) else "nan"
+    return f"{x:.3f}" if _fin(x) else "n/a"  # no measurement
 
 
 def _inc(name: str, value: float, thr: str, fix: str, note: str = "") -> Check:

@@ -145,3 +145,10 @@ def test_no_verdict_logprobs_are_errors_not_ties():
 
     s = J.pairwise(FakeNoVerdictJudge(), ["q", "r"], ["a", "b"], ["c", "d"]).summary()
     assert s["errors"] == 2 and s["ties"] == 0 and s["known"] == 0 and s["error_rate"] == 1.0
+
+
+def test_a_value_without_measurement_prints_n_a_never_nan():
+    from evaluate.report import _fmt
+    from evaluate.rules import _f
+
+    assert _f(float("nan")) == _fmt(float("nan")) == "n/a" and _f(0.25) == _fmt(0.25) == "0.250"
