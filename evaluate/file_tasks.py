@@ -1,8 +1,8 @@
-"""File in, file out: how other packages use the gate's models without importing `evaluate`.
+"""The gate's models for other packages: single-answer grades and answers for a frame of rows.
 
-`python -m evaluate grade IN OUT --judge NAME`: single-answer grades for a file of conversations.
-`python -m evaluate generate IN OUT --model NAME`: the model's answers to a file of conversations.
-curate's review queues and failure mining call these as subprocesses and read the output file.
+`grade_rows` / `generate_rows` are the in-process entry points (curate's review queues and failure
+mining call them through `curate.model_calls`); `grade_file` / `generate_file` wrap them for
+`python -m evaluate grade IN OUT --judge NAME` and `python -m evaluate generate IN OUT --model NAME`.
 
 grade: IN is Parquet or JSONL
 with `id` and either `messages` (the conversation, last turn the assistant answer) or `prompt` +
@@ -52,10 +52,10 @@ def split_rows(df: pl.DataFrame) -> tuple[list[str], list[str], list[str]]:
     return questions, answers, refs
 
 
-def grade_file(src: Path, out: Path, judge: str, root: Path, registry_path: Path | None = None) -> pl.DataFrame:
-    df = _read(src)
+def grade_rows(df: pl.DataFrame, judge: str, root: Path, registry_path: Path | None = None,
+               where: str = "rows") -> pl.DataFrame:
     if "id" not in df.columns:
-        raise ValueError(f"{src}: field id missing")
+        raise ValueError(f"{where}: field id missing")
     q, a, r = split_rows(df)
     backend = backend_for(judge, root, Cache(), registry_path)
     grades = grade(backend, q, a, r)
@@ -70,31 +70,39 @@ def grade_file(src: Path, out: Path, judge: str, root: Path, registry_path: Path
     res = pl.DataFrame(rows, schema={"id": pl.String, "graded": pl.Boolean, "correctness": pl.Float64,
                                      "completeness": pl.Float64, "format_compliance": pl.Float64,
                                      "hallucination_p": pl.Float64, "score": pl.Float64})
-    res = res.with_columns(judge=pl.lit(judge))
+    return res.with_columns(judge=pl.lit(judge))
+
+
+def grade_file(src: Path, out: Path, judge: str, root: Path, registry_path: Path | None = None) -> pl.DataFrame:
+    res = grade_rows(_read(src), judge, root, registry_path, where=str(src))
     out.parent.mkdir(parents=True, exist_ok=True)
     res.write_parquet(out)
     return res
 
 
-def generate_file(src: Path, out: Path, model: str, root: Path, registry_path: Path | None = None,
-                  max_new_tokens: int = 128, samples: int = 0, temperature: float = 0.8) -> pl.DataFrame:
-    """IN: `id` + `messages` (ending with the user turn to answer). OUT: `id`, `response`, `model`;
-    with `samples` > 0, that many temperature-sampled answers per row (`sample` = 0..n-1) instead of
-    the greedy one."""
-    df = _read(src)
+def generate_rows(df: pl.DataFrame, model: str, root: Path, registry_path: Path | None = None,
+                  max_new_tokens: int = 128, samples: int = 0, temperature: float = 0.8,
+                  where: str = "rows") -> pl.DataFrame:
+    """`id` + `messages` (ending with the user turn to answer) -> `id`, `response`, `model`; with
+    `samples` > 0, that many temperature-sampled answers per row (`sample` = 0..n-1) instead of the
+    greedy one."""
     for col in ("id", "messages"):
         if col not in df.columns:
-            raise ValueError(f"{src}: field {col} missing")
+            raise ValueError(f"{where}: field {col} missing")
     convs = [[{"role": m["role"], "content": m["content"]} for m in msgs] for msgs in df["messages"].to_list()]
     backend = backend_for(model, root, Cache(), registry_path)
     if samples > 0:
         outs = backend.sample(convs, samples, temperature, max_new_tokens)
-        res = pl.DataFrame({"id": [i for i in df["id"].to_list() for _ in range(samples)],
-                            "sample": [k for _ in convs for k in range(samples)],
-                            "response": [a for o in outs for a in o]}).with_columns(model=pl.lit(model))
-    else:
-        answers = backend.chat(convs, max_new_tokens)
-        res = pl.DataFrame({"id": df["id"], "response": answers}).with_columns(model=pl.lit(model))
+        return pl.DataFrame({"id": [i for i in df["id"].to_list() for _ in range(samples)],
+                             "sample": [k for _ in convs for k in range(samples)],
+                             "response": [a for o in outs for a in o]}).with_columns(model=pl.lit(model))
+    answers = backend.chat(convs, max_new_tokens)
+    return pl.DataFrame({"id": df["id"], "response": answers}).with_columns(model=pl.lit(model))
+
+
+def generate_file(src: Path, out: Path, model: str, root: Path, registry_path: Path | None = None,
+                  max_new_tokens: int = 128, samples: int = 0, temperature: float = 0.8) -> pl.DataFrame:
+    res = generate_rows(_read(src), model, root, registry_path, max_new_tokens, samples, temperature, where=str(src))
     out.parent.mkdir(parents=True, exist_ok=True)
     res.write_parquet(out)
     return res

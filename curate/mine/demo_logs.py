@@ -3,7 +3,7 @@
 Prompts the model never trained on: first user turns of the curated dataset's validation split
 (held out of training) and customer-support requests from the tau2 retail/airline tasks (a third of
 them asking for a JSON answer, some with planted PII). The prod model answers them through
-`python -m evaluate generate`; the judge grades the answers through `python -m evaluate grade`.
+`evaluate.file_tasks.generate_rows` (in-process); the judge grades them with `grade_rows`.
 User feedback is SIMULATED from the judge score plus noise (below the 35th percentile of the
 scores: thumbs down, above the 65th: thumbs up, for 60% of rows) (every row says so in
 `feedback_simulated`, and the mining report repeats it). Timestamps spread over `weeks` ISO weeks

@@ -39,7 +39,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
         embedder=None, progress: bool = False, judge: str | None = None, judge_sample: int | None = None,
         judge_threshold: float = 2.5, root: Path | None = None, uncertainty_model: str | None = None,
         uncertainty_samples: int = 4, uncertainty_threshold: float = 0.5) -> Path:
-    """`judge`: a registry entry graded through `python -m evaluate grade` (all rows of the week, or a
+    """`judge`: a registry entry graded in-process through `evaluate.file_tasks.grade_rows` (all rows of the week, or a
     seeded sample of `judge_sample`); a score below `judge_threshold` (1-5) adds `soft:judge_low`.
     `uncertainty_model`: a local registry entry samples `uncertainty_samples` answers per prompt (same
     sample of rows as the judge); disagreement (1 - mean pairwise MiniLM cosine) above
