@@ -22,9 +22,9 @@ assets *ARGS:
 
 # the whole loop on the embedded defaults: curate -> train -> gate (a FAIL verdict is a result, not an error)
 demo: setup
-    {{py}} -m curate run curate/configs/default.toml
-    {{py}} -m train run train/configs/cpu-smollm2.toml
-    rc=0; {{py}} -m evaluate gate candidate prod --profile demo || rc=$?; \
+    {{py}} -m sftloop.curate run curate/configs/default.toml
+    {{py}} -m sftloop.train run train/configs/cpu-smollm2.toml
+    rc=0; {{py}} -m sftloop.evaluate gate candidate prod --profile demo || rc=$?; \
     if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate or was inconclusive (see the lines above)" >&2; exit 2; fi; \
     echo "demo: done (gate exit $rc)"
 
@@ -34,40 +34,40 @@ test *ARGS: setup
 
 # curate a dataset version (default config: the ShareGPT asset)
 curate CONFIG="curate/configs/default.toml": setup
-    {{py}} -m curate run {{CONFIG}}
+    {{py}} -m sftloop.curate run {{CONFIG}}
 
 # LoRA-train on the latest dataset version and register the run as `candidate`
 train CONFIG="train/configs/cpu-smollm2.toml": setup
-    {{py}} -m train run {{CONFIG}}
+    {{py}} -m sftloop.train run {{CONFIG}}
 
 # merge a run's adapter into a safetensors model directory (vLLM-servable)
 merge RUN: setup
-    {{py}} -m train merge {{RUN}}
+    {{py}} -m sftloop.train merge {{RUN}}
 
 # may CANDIDATE replace PROD? exit 0 pass, 1 fail, 2 could not evaluate (reports/gate-*/)
 gate CANDIDATE="candidate" PROD="prod" *ARGS: setup
-    {{py}} -m evaluate gate {{CANDIDATE}} {{PROD}} {{ARGS}}
+    {{py}} -m sftloop.evaluate gate {{CANDIDATE}} {{PROD}} {{ARGS}}
 
 # record the golden set (golden/items + MT-Bench/IFBench ids) as a new frozen version
 golden-freeze NOTE="": setup
-    {{py}} -m evaluate golden-freeze --note "{{NOTE}}"
+    {{py}} -m sftloop.evaluate golden-freeze --note "{{NOTE}}"
 
 # local Argilla for review: Redis + argilla-server (sql search engine) + worker on 127.0.0.1; Ctrl-C stops
 review-server *ARGS: setup
-    {{py}} -m curate.review server {{ARGS}}
+    {{py}} -m sftloop.curate.review server {{ARGS}}
 
 # push a review queue: sample-qa [DATASET] | near-dups [DATASET] | failures REPORT_DIR
 review-push QUEUE *ARGS: setup
-    {{py}} -m curate.review push {{QUEUE}} {{ARGS}}
+    {{py}} -m sftloop.curate.review push {{QUEUE}} {{ARGS}}
 
 # apply a queue's submitted responses: sample-qa -> new dataset version, near-dups -> labels, failures -> mined records
 review-pull QUEUE *ARGS: setup
-    {{py}} -m curate.review pull {{QUEUE}} {{ARGS}}
+    {{py}} -m sftloop.curate.review pull {{QUEUE}} {{ARGS}}
 
 # demo production logs: the prod model answers held-out prompts, judge-graded, feedback SIMULATED (data/logs/demo/)
 demo-logs *ARGS: setup
-    {{py}} -m curate.mine demo-logs {{ARGS}}
+    {{py}} -m sftloop.curate.mine demo-logs {{ARGS}}
 
 # mine one ISO week of logs (default: demo logs, last full week) -> reports/mine-<week>/ + the Argilla failures queue
 mine *ARGS: setup
-    {{py}} -m curate.mine run {{ARGS}}
+    {{py}} -m sftloop.curate.mine run {{ARGS}}

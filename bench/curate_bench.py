@@ -94,9 +94,9 @@ def baseline_minhash(texts: list[str], threshold: float = 0.8, num_perm: int = 1
 
 
 def ours_minhash(texts: list[str], threshold: float = 0.8) -> tuple[float, np.ndarray, object, np.ndarray]:
-    from curate.cluster import cluster_by_centers
-    from curate.minhash import near_duplicate_edges
-    from curate.text import jaccard_sorted
+    from sftloop.curate.cluster import cluster_by_centers
+    from sftloop.curate.minhash import near_duplicate_edges
+    from sftloop.curate.text import jaccard_sorted
 
     s = texts if isinstance(texts, pl.Series) else pl.Series(texts)
     t = time.time()
@@ -107,9 +107,9 @@ def ours_minhash(texts: list[str], threshold: float = 0.8) -> tuple[float, np.nd
 
 
 def precision_recall(texts, origin, edges, sets, rep, threshold=0.8, n_pairs=3000, seed=0):
-    from curate.text import jaccard_sorted
+    from sftloop.curate.text import jaccard_sorted
 
-    from curate.minhash import ShingleSets
+    from sftloop.curate.minhash import ShingleSets
 
     rng = random.Random(seed)
     by_origin: dict[int, list[int]] = {}
@@ -148,8 +148,8 @@ def pipeline_rates(full: bool, source: str = "asset:sharegpt-v3-partial", stages
     import tempfile
     from pathlib import Path
 
-    from curate.config import load_config
-    from curate.pipeline import run
+    from sftloop.curate.config import load_config
+    from sftloop.curate.pipeline import run
 
     cfg = load_config(Path(__file__).parents[1] / "curate" / "configs" / "default.toml")
     cfg.sources[0].path = source

@@ -127,9 +127,9 @@ def case_punct(text: str, rng: random.Random) -> str:
 def sharegpt_rows(n_skip: int = 0) -> list[dict]:
     """Cleaned (the pipeline's `clean` stage) ShareGPT conversations of user/assistant turns up to
     6,000 characters (the default pipeline keeps <= 1,024 tokens), in a seeded order."""
-    from curate.sources import SourceConfig, parse_sharegpt
-    from curate.stages.base import Context
-    from curate.stages.clean import Clean
+    from sftloop.curate.sources import SourceConfig, parse_sharegpt
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.clean import Clean
 
     src = SourceConfig("sharegpt", "sharegpt", "asset:sharegpt-v3-partial")
     rows = []
@@ -211,8 +211,8 @@ def build_frame(convs: list[list[tuple[str, str]]]) -> pl.DataFrame:
 
 
 def recall_run(n_clean: int, per_set: int) -> None:
-    from curate.stages.base import Context
-    from curate.stages.decontaminate import Decontaminate
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.decontaminate import Decontaminate
 
     stage = Decontaminate()
     items = stage.eval_texts().items
@@ -236,7 +236,7 @@ def recall_run(n_clean: int, per_set: int) -> None:
     dropped = {int(r): (reason, rep) for r, reason, rep in res.dropped.iter_rows()}
     # an item whose planted text is identical to another item's (a shared logical-deduction paragraph,
     # a repeated calibration question) may be reported under that other id: still the same text
-    from curate.text import normalise_texts
+    from sftloop.curate.text import normalise_texts
 
     same: dict[str, set[str]] = defaultdict(set)
     for it in items:
@@ -292,16 +292,16 @@ def _old_stage():
     st = types.ModuleType("old_decontaminate")
     sys.modules["old_decontaminate"] = st
     st.__dict__["evalsets"] = ev
-    exec(compile(src("curate/stages/decontaminate.py").replace("from curate import evalsets\n", ""),
+    exec(compile(src("curate/stages/decontaminate.py").replace("from sftloop.curate import evalsets\n", ""),
                  "old_decontaminate", "exec"), st.__dict__)
     return st.Decontaminate(eval_sets=["mtbench", "ifbench", "golden"])
 
 
 def stage_time() -> None:
-    from curate.config import load_config
-    from curate.pipeline import run
-    from curate.stages.base import Context
-    from curate.stages.decontaminate import Decontaminate
+    from sftloop.curate.config import load_config
+    from sftloop.curate.pipeline import run
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.decontaminate import Decontaminate
 
     cfg = load_config(ROOT / "curate" / "configs" / "default.toml")
     cfg.stages = [st for st in cfg.stages if st.type not in ("embed_dedup", "decontaminate")]

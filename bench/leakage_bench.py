@@ -43,10 +43,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=3000, help="rows for the baseline comparison")
     a = ap.parse_args()
     offline_env()
-    from curate.sources import SourceConfig, iter_source
-    from curate.stages.base import Context
-    from curate.stages.clean import Clean
-    from curate.stages.leakage import LabelLeakage
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.clean import Clean
+    from sftloop.curate.stages.leakage import LabelLeakage
     from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
     ctx = Context(progress=False)

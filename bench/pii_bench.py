@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.mine.redact import LABELS, redact, score  # noqa: E402
+from sftloop.curate.mine.redact import LABELS, redact, score  # noqa: E402
 
 BASELINE_COMMIT = "f14a3a7"
 PRESIDIO_TYPES = {"EMAIL_ADDRESS": "EMAIL", "CREDIT_CARD": "CARD", "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP",

@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
-    from curate.sources import SourceConfig, parse_records, parse_sharegpt, read_source
+    from sftloop.curate.sources import SourceConfig, parse_records, parse_sharegpt, read_source
     from sftloop.schema import QuarantineWriter, ReadStats, iter_jsonl, iter_parquet, write_parquet
 
     path = assets.path("sharegpt-v3-partial")

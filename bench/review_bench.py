@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from curate.review import serve
+from sftloop.curate.review import serve
 
 
 def main() -> None:

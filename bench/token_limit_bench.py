@@ -22,9 +22,9 @@ from sftloop.settings import offline_env
 
 
 def conversations(n: int) -> pl.DataFrame:
-    from curate.sources import SourceConfig, iter_source
-    from curate.stages.clean import Clean
-    from curate.stages.base import Context
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.curate.stages.clean import Clean
+    from sftloop.curate.stages.base import Context
     from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
     qw = QuarantineWriter(None)
@@ -53,8 +53,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--max-tokens", type=int, default=1024)
     a = ap.parse_args()
-    from curate.stages.base import Context
-    from curate.stages.filters import TokenLimit
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.filters import TokenLimit
 
     df = conversations(a.rows)
     ctx = Context(progress=False)

@@ -20,10 +20,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from sftloop.assets import path
 from sftloop.settings import offline_env, repo_root
-from train.config import TrainConfig
-from train.data import encode_records, read_split, resolve_version
-from train.masking import IGNORE
-from train.packing import PackedCollator, PaddingCollator, pack
+from sftloop.train.config import TrainConfig
+from sftloop.train.data import encode_records, read_split, resolve_version
+from sftloop.train.masking import IGNORE
+from sftloop.train.packing import PackedCollator, PaddingCollator, pack
 
 
 class CountingTrainer(Trainer):

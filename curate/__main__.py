@@ -1,4 +1,4 @@
-"""`python -m curate run CONFIG`: curate a dataset version and print its path and funnel.
+"""`python -m sftloop.curate run CONFIG`: curate a dataset version and print its path and funnel.
 
 Exit codes: 0 a version was published (LATEST points at it); 2 nothing was published and LATEST is
 unchanged: a config error, an input that cannot be curated (missing file, empty glob, unknown asset,
@@ -19,7 +19,7 @@ from sftloop.settings import offline_env, repo_root
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
-    ap = argparse.ArgumentParser(prog="python -m curate")
+    ap = argparse.ArgumentParser(prog="python -m sftloop.curate")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a pipeline config")
     r.add_argument("config", nargs="?", default="curate/configs/default.toml")
@@ -27,16 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
-    from curate.config import ConfigError, load_config
+    from sftloop.curate.config import ConfigError, load_config
 
     try:
         cfg = load_config(a.config)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from curate.pipeline import DropShareError, finalise, run
-    from curate.sources import InputError
-    from curate.write import DatasetLocked, dataset_lock, work_dir, write_version
+    from sftloop.curate.pipeline import DropShareError, finalise, run
+    from sftloop.curate.sources import InputError
+    from sftloop.curate.write import DatasetLocked, dataset_lock, work_dir, write_version
 
     root = Path(a.root) if a.root else repo_root()
     t0 = time.time()

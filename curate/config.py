@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from curate.lengths import LengthReference
-from curate.sources import PARSERS
+from sftloop.curate.lengths import LengthReference
+from sftloop.curate.sources import PARSERS
 from sftloop.schema import MAX_ROW_BYTES
-from curate.stages import STAGES
-from curate.stages.base import FieldError, StageConfig
+from sftloop.curate.stages import STAGES
+from sftloop.curate.stages.base import FieldError, StageConfig
 
 
 class ConfigError(ValueError):
@@ -166,7 +166,7 @@ def check_config(cfg: PipelineConfig) -> None:
 def known_eval_sets() -> set[str]:
     """The names the decontamination stage's own eval-set reader accepts (`evaluate.evalsets` or the older
     `curate.evalsets`, whichever it imports), so validation and the run cannot disagree."""
-    from curate.stages import decontaminate
+    from sftloop.curate.stages import decontaminate
 
     for fn in ("known_eval_sets", "eval_set_names"):
         if callable(getattr(decontaminate, fn, None)):
@@ -174,9 +174,9 @@ def known_eval_sets() -> set[str]:
     mod = getattr(decontaminate, "evalsets", None)
     if mod is None or not hasattr(mod, "SETS"):
         try:
-            from evaluate import evalsets as mod  # type: ignore[no-redef]
+            from sftloop.evaluate import evalsets as mod  # type: ignore[no-redef]
         except ImportError:
-            from curate import evalsets as mod  # type: ignore[no-redef]
+            from sftloop.curate import evalsets as mod  # type: ignore[no-redef]
     return set(mod.SETS)
 
 

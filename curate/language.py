@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from curate.text import strip_code
+from sftloop.curate.text import strip_code
 
 
 @lru_cache(maxsize=2)

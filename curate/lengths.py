@@ -56,7 +56,7 @@ class LengthReference(BaseModel):
 def reference_files(spec: str) -> list[Path]:
     """The JSONL/Parquet files of a source-style spec: a file, a glob, `asset:<name>` or
     `dataset:<dataset dir>[:split]` (`curate.sources.resolve_paths`); [] when it names none."""
-    from curate.sources import InputError, resolve_paths
+    from sftloop.curate.sources import InputError, resolve_paths
 
     try:
         paths = resolve_paths(str(Path(spec).expanduser()) if not spec.startswith(("asset:", "dataset:")) else spec)
@@ -151,7 +151,7 @@ def dataset_conversations(path: Path, batch_size: int = 4096) -> Iterator[Conver
 
 def _reference_row(obj: Any) -> Conversation:
     """A production-log row (`response` + `messages`/`prompt`) or a chat record (`messages`)."""
-    from curate.mine.logs import LogRow
+    from sftloop.curate.mine.logs import LogRow
     from sftloop.schema import Message
 
     if isinstance(obj, dict) and "response" in obj:
@@ -170,7 +170,7 @@ def reference_conversations(ref: LengthReference, root: Path, stats: list) -> It
     from sftloop.schema import QuarantineWriter, ReadStats, iter_records
 
     if ref.path == "golden":
-        from evaluate.golden import load_items
+        from sftloop.evaluate.golden import load_items
 
         for item in load_items(root):
             yield [dict(m) for m in item.messages], item.reference

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from datasketch.lsh import _optimal_param
 
-from curate.text import jaccard_sorted, shingle_frame
+from sftloop.curate.text import jaccard_sorted, shingle_frame
 
 EMPTY = np.uint64(1 << 63)
 
@@ -32,7 +32,7 @@ def signatures(sh: pl.DataFrame, n_docs: int, num_perm: int = 128, seed: int = 1
     bin to the right, offset by its distance, so Pr[sig_a[k] == sig_b[k]] stays ~ Jaccard(a, b).
     O(shingles) instead of O(shingles x num_perm). Documents without shingles stay EMPTY.
     """
-    from curate.text import _mix
+    from sftloop.curate.text import _mix
 
     sig = np.full((n_docs, num_perm), EMPTY, dtype=np.uint64)
     if sh.height == 0:

@@ -17,7 +17,7 @@ class ModelCallError(RuntimeError):
 
 
 def _call(what: str, name: str, fn, *args, **kwargs) -> pl.DataFrame:
-    from evaluate.backends import BackendError
+    from sftloop.backends import BackendError
 
     try:
         return fn(*args, **kwargs)
@@ -27,7 +27,7 @@ def _call(what: str, name: str, fn, *args, **kwargs) -> pl.DataFrame:
 
 def judge_scores(rows: pl.DataFrame, judge: str, root: Path) -> pl.DataFrame:
     """rows: id + messages (last turn the answer) → id, score (1-5), graded, aspects (see evaluate/file_tasks.py)."""
-    from evaluate.file_tasks import grade_rows
+    from sftloop.evaluate.file_tasks import grade_rows
 
     return _call("grading", judge, grade_rows, rows.select("id", "messages"), judge, root, root / "models.toml")
 
@@ -35,7 +35,7 @@ def judge_scores(rows: pl.DataFrame, judge: str, root: Path) -> pl.DataFrame:
 def generate(rows: pl.DataFrame, model: str, root: Path, max_new_tokens: int = 128,
              samples: int = 0, temperature: float = 0.8) -> pl.DataFrame:
     """rows: id + messages (ending with the user turn) → id, response, model (+ `sample` with samples > 0)."""
-    from evaluate.file_tasks import generate_rows
+    from sftloop.evaluate.file_tasks import generate_rows
 
     return _call("generation", model, generate_rows, rows.select("id", "messages"), model, root, root / "models.toml",
                  max_new_tokens, samples, temperature)

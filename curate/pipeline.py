@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate.config import PipelineConfig
-from curate.sources import InputError, SourceConfig, iter_source, resolve_paths
-from curate.split import assign_splits
-from curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
-from curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
-from curate.text import contents
+from sftloop.curate.config import PipelineConfig
+from sftloop.curate.sources import InputError, SourceConfig, iter_source, resolve_paths
+from sftloop.curate.split import assign_splits
+from sftloop.curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
+from sftloop.curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
+from sftloop.curate.text import contents
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
 ROW_GROUP = 65_536

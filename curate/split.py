@@ -12,7 +12,7 @@ import hashlib
 
 import polars as pl
 
-from curate.config import SplitSpec
+from sftloop.curate.config import SplitSpec
 
 
 def assign_splits(df: pl.DataFrame, spec: SplitSpec, seed: int) -> pl.Series:

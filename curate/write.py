@@ -27,10 +27,10 @@ from typing import Iterator
 
 import polars as pl
 
-from curate.config import PipelineConfig, config_dict
-from curate.lengths import LengthReference, length_report, lengths_markdown, lengths_png
-from curate.pipeline import EXCLUDED_SCHEMA, RunResult
-from curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, distribution_markdown, prompt_distribution
+from sftloop.curate.config import PipelineConfig, config_dict
+from sftloop.curate.lengths import LengthReference, length_report, lengths_markdown, lengths_png
+from sftloop.curate.pipeline import EXCLUDED_SCHEMA, RunResult
+from sftloop.curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, distribution_markdown, prompt_distribution
 from sftloop import assets
 from sftloop.settings import repo_root
 
@@ -133,7 +133,7 @@ def _temp_version_dir(base: Path) -> Path:
 
 
 def source_hashes(cfg: PipelineConfig) -> dict[str, str]:
-    from curate.sources import resolve_paths
+    from sftloop.curate.sources import resolve_paths
 
     out = {}
     for s in cfg.sources:

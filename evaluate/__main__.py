@@ -1,4 +1,4 @@
-"""`python -m evaluate gate|grade|generate|golden-freeze` (see docs/gate.md)."""
+"""`python -m sftloop.evaluate gate|grade|generate|golden-freeze` (see docs/gate.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sftloop.settings import offline_env, repo_root
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
-    ap = argparse.ArgumentParser(prog="python -m evaluate")
+    ap = argparse.ArgumentParser(prog="python -m sftloop.evaluate")
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gate", help="decide whether CANDIDATE may replace PROD (exit 0 pass, 1 fail, 2 could not evaluate)")
     g.add_argument("candidate")
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rules-doc", help="print the rule and settings tables docs/gate.md carries (generated from the rule list)")
     a = ap.parse_args(argv)
     if a.cmd == "rules-doc":
-        from evaluate.rules import rules_markdown, settings_markdown
+        from sftloop.evaluate.rules import rules_markdown, settings_markdown
 
         print(rules_markdown() + "\n\n" + settings_markdown())
         return 0
     root = Path(a.root) if a.root else repo_root()
     if a.cmd in ("grade", "generate"):
-        from evaluate.backends import BackendError
-        from evaluate.file_tasks import generate_file, grade_file
+        from sftloop.backends import BackendError
+        from sftloop.evaluate.file_tasks import generate_file, grade_file
 
         try:
             if a.cmd == "grade":
@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if a.cmd == "golden-freeze":
-        from evaluate.golden import freeze
+        from sftloop.evaluate.golden import freeze
 
         m = freeze(root, a.note)
         print(f"golden set v{m['version']}: {m['items']} items, sha256 {m['sha256'][:12]}")
         return 0
-    from evaluate.gate import GateResult, evaluate_gate, write_reports
-    from evaluate.report import table_rows
+    from sftloop.evaluate.gate import GateResult, evaluate_gate, write_reports
+    from sftloop.evaluate.report import table_rows
 
     try:
         res = evaluate_gate(a.candidate, a.prod, root, a.profile, Path(a.config) if a.config else None,

@@ -2,7 +2,7 @@
 
 `grade_rows` / `generate_rows` are the in-process entry points (curate's review queues and failure
 mining call them through `curate.model_calls`); `grade_file` / `generate_file` wrap them for
-`python -m evaluate grade IN OUT --judge NAME` and `python -m evaluate generate IN OUT --model NAME`.
+`python -m sftloop.evaluate grade IN OUT --judge NAME` and `python -m sftloop.evaluate generate IN OUT --model NAME`.
 
 grade: IN is Parquet or JSONL
 with `id` and either `messages` (the conversation, last turn the assistant answer) or `prompt` +
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from evaluate.backends import Cache, backend_for
-from evaluate.judge import grade
+from sftloop.backends import Cache, backend_for
+from sftloop.evaluate.judge import grade
 
 NO_REFERENCE = "(no reference answer is available: judge the answer on its own merits)"
 

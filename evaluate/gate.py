@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluate import gate_config
-from evaluate import golden as G
-from evaluate import judge as J
-from evaluate import probes as P
-from evaluate.backends import Cache, Deadline, backend_for
-from evaluate.checks import is_refusal, run_checks
-from evaluate.rules import Check, apply_rules, no_information, verdict
-from evaluate.stats import ks_2samp, mean_ci
+from sftloop.evaluate import gate_config
+from sftloop.evaluate import golden as G
+from sftloop.evaluate import judge as J
+from sftloop.evaluate import probes as P
+from sftloop.backends import Cache, Deadline, backend_for
+from sftloop.evaluate.checks import is_refusal, run_checks
+from sftloop.evaluate.rules import Check, apply_rules, no_information, verdict
+from sftloop.evaluate.stats import ks_2samp, mean_ci
 from sftloop import assets
 
 __all__ = ["Check", "GateResult", "evaluate_gate", "load_gate_config", "measure", "select_golden", "write_reports"]
@@ -90,7 +90,7 @@ def _turn2(chosen: list[G.GoldenItem]) -> dict[str, tuple[str, str | None]]:
     if not any("mtbench" in i.tags for i in chosen):
         return {}
     try:  # the one reader of eval items (issue 12); until it lands, the same two asset files directly
-        from evaluate import evalsets
+        from sftloop.evaluate import evalsets
 
         questions, references = evalsets.mtbench_questions(), evalsets.mtbench_references()
     except ImportError:
@@ -192,7 +192,7 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
         probe_res[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its) / len(its) if its else nan
 
     # IFBench verifiable instructions on the golden IFBench items (strict and loose, paired)
-    from evaluate import ifbench
+    from sftloop.evaluate import ifbench
 
     ifb = [k for k, i in enumerate(chosen) if "ifbench" in i.checks]
     ifb_c = [ifbench.check(chosen[k].messages[-1]["content"], chosen[k].checks["ifbench"], cand_ans[k]) for k in ifb]
@@ -279,7 +279,7 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
 
 def write_reports(res: GateResult, out_root: Path) -> Path:
     """verdict.json, report.md, report.html under `out_root/gate-<timestamp>/`; raises OSError naming the path."""
-    from evaluate.report import write_html, write_markdown
+    from sftloop.evaluate.report import write_html, write_markdown
 
     out = out_root / f"gate-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     try:

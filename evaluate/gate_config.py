@@ -91,7 +91,7 @@ def _err(path: Path, e: ValidationError) -> GateConfigError:
 
 
 def load(path: Path | None = None, profile: str = "demo") -> Resolved:
-    from evaluate.rules import RULES
+    from sftloop.evaluate.rules import RULES
 
     path = path or CONFIG
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluate import evalsets
+from sftloop.evaluate import evalsets
 
 
 class GoldenChanged(RuntimeError):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from evaluate import evalsets
-from evaluate.stats import bootstrap_ci, entropy_bits, min_detectable_diff, wilson
+from sftloop.evaluate import evalsets
+from sftloop.evaluate.stats import bootstrap_ci, entropy_bits, min_detectable_diff, wilson
 
 PROMPTS = Path(__file__).parent / "prompts"
 LABELS = ["A", "B", "C"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluate import evalsets
-from evaluate.stats import mcnemar, stderr_binary
+from sftloop.evaluate import evalsets
+from sftloop.evaluate.stats import mcnemar, stderr_binary
 
 TASKS = evalsets.PROBE_TASKS  # declared once, in evalsets (decontamination reads the same items)
 

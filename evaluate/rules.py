@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from evaluate.gate_config import RuleSettings
-from evaluate.stats import bootstrap_ci, entropy_bits, holm, min_detectable_diff, sign_flip_p, wilson
+from sftloop.evaluate.gate_config import RuleSettings
+from sftloop.evaluate.stats import bootstrap_ci, entropy_bits, holm, min_detectable_diff, sign_flip_p, wilson
 
 OUTCOMES = ("pass", "fail", "inconclusive")
 

@@ -1,4 +1,4 @@
-"""`python -m train run CONFIG` / `python -m train merge RUN`."""
+"""`python -m sftloop.train run CONFIG` / `python -m sftloop.train merge RUN`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sftloop.settings import offline_env, repo_root
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
-    ap = argparse.ArgumentParser(prog="python -m train")
+    ap = argparse.ArgumentParser(prog="python -m sftloop.train")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train a LoRA adapter and register it")
     r.add_argument("config", nargs="?", default="train/configs/cpu-smollm2.toml")
@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("merge", help="merge a run's adapter into a full safetensors model")
     m.add_argument("run")
     a = ap.parse_args(argv)
-    from train.config import load_config
-    from train.data import DataError
-    from train.trainer import TrainError, train
+    from sftloop.train.config import load_config
+    from sftloop.train.data import DataError
+    from sftloop.train.trainer import TrainError, train
 
     if a.cmd == "merge":
-        from train.merge import merge
+        from sftloop.train.merge import merge
 
         print(f"merged model: {merge(Path(a.run))}")
         return 0

@@ -12,8 +12,8 @@ import polars as pl
 
 from sftloop import datasets
 from sftloop.schema import ChatRecord, frame_to_records
-from train.config import TrainConfig
-from train.masking import MaskingError, check_template, encode
+from sftloop.train.config import TrainConfig
+from sftloop.train.masking import MaskingError, check_template, encode
 
 
 class DataError(ValueError):

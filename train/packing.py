@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from train.masking import IGNORE
+from sftloop.train.masking import IGNORE
 
 
 @dataclass

@@ -21,10 +21,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from sftloop import registry
 from sftloop.assets import resolve_model
 from sftloop.settings import repo_root
-from train import data as D
-from train.config import TrainConfig
-from train.monitor import Monitor
-from train.packing import PackedCollator, PaddingCollator, pack
+from sftloop.train import data as D
+from sftloop.train.config import TrainConfig
+from sftloop.train.monitor import Monitor
+from sftloop.train.packing import PackedCollator, PaddingCollator, pack
 
 
 class TrainError(RuntimeError):
@@ -204,11 +204,11 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         "token_efficiency": monitor.tokens["processed"] / max(monitor.tokens["slots"], 1),
     }
     (run_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-    from train.report import write_report
+    from sftloop.train.report import write_report
 
     write_report(run_dir, summary, log, monitor.history, cfg.lora.r)
     if cfg.merge:
-        from train.merge import merge
+        from sftloop.train.merge import merge
 
         merge(run_dir)
     if cfg.register_as:

@@ -1,5 +1,5 @@
-"""`python -m curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME] [--no-push]`,
-`python -m curate.mine demo-logs` (see docs/mine.md).
+"""`python -m sftloop.curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME] [--no-push]`,
+`python -m sftloop.curate.mine demo-logs` (see docs/mine.md).
 
 `run` writes reports/mine-<week>/ and then pushes the week's failures to the Argilla failures queue
 (deduplicated, prioritised). Exit 0: done; 2: the logs could not be read, the judge failed, or the
@@ -22,14 +22,14 @@ DEMO_JUDGE_THRESHOLD = 1.5
 
 
 def _redacted(e: BaseException) -> str:
-    from curate.mine.redact import redact
+    from sftloop.curate.mine.redact import redact
 
     return redact(str(e))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
-    ap = argparse.ArgumentParser(prog="python -m curate.mine")
+    ap = argparse.ArgumentParser(prog="python -m sftloop.curate.mine")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="mine one ISO week of production logs")
     r.add_argument("logs", nargs="?", default=DEMO_LOGS, help=f"a glob of JSONL/Parquet log files (default {DEMO_LOGS})")
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     root = repo_root()
     if a.cmd == "demo-logs":
-        from curate.mine.demo_logs import make_demo_logs
+        from sftloop.curate.mine.demo_logs import make_demo_logs
 
         path = make_demo_logs(root, Path(a.dataset), root / a.out, a.model, a.judge, a.n_chat, a.n_support, a.weeks)
         print(f"demo logs: {path}")
         return 0
 
-    from curate.model_calls import ModelCallError
-    from curate.mine.run import run
+    from sftloop.curate.model_calls import ModelCallError
+    from sftloop.curate.mine.run import run
 
     reference = Path(a.reference) if a.reference else None
     if reference is None:
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import polars as pl
 
-    from curate.mine.queue import failures_for_review
-    from curate.review.client import Endpoint, ReviewError
-    from curate.review.push import push_failures, queued_prompts
+    from sftloop.curate.mine.queue import failures_for_review
+    from sftloop.curate.review.client import Endpoint, ReviewError
+    from sftloop.curate.review.push import push_failures, queued_prompts
 
     failures = pl.read_parquet(out / "failures.parquet")
     if failures.height == 0:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.model_calls import generate, judge_scores
+from sftloop.curate.model_calls import generate, judge_scores
 from sftloop import assets
 from sftloop.datasets import resolve_version
 from sftloop.schema import content_id

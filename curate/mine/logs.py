@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from curate.mine.redact import redact, redact_obj, redact_raw
+from sftloop.curate.mine.redact import redact, redact_obj, redact_raw
 from sftloop.schema import Message, Quarantined, QuarantineWriter, ReadStats, iter_records
 
 

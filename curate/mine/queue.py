@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from curate.cluster import cluster_by_centers
-from curate.embed import similar_pairs
+from sftloop.curate.cluster import cluster_by_centers
+from sftloop.curate.embed import similar_pairs
 from sftloop.schema import content_id
 
 # How much a reason says "this answer is wrong" (hard signals first); priority = cluster size × this.
@@ -36,7 +36,7 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
                          priority=pl.Series(prio)).drop("_size")
     df = df.unique("id", keep="first", maintain_order=True)
     if embedder is None:
-        from curate.embed import Embedder
+        from sftloop.curate.embed import Embedder
 
         embedder = Embedder(progress=False)
     emb = embedder.encode(df["prompt"].to_list())

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate.language import detect_languages
-from curate.mine import detect as D
-from curate.mine import understand as U
-from curate.mine.logs import read_logs, select_week
+from sftloop.curate.language import detect_languages
+from sftloop.curate.mine import detect as D
+from sftloop.curate.mine import understand as U
+from sftloop.curate.mine.logs import read_logs, select_week
 from sftloop.datasets import resolve_version
 
 
@@ -66,7 +66,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
                                 langs[i], langs[len(recs) + i])
     judge_info = _judge(recs, judge, judge_sample, judge_threshold, root or Path.cwd()) if judge and recs else None
     if embedder is None:
-        from curate.embed import Embedder
+        from sftloop.curate.embed import Embedder
 
         embedder = Embedder(progress=progress)
     unc_info = (_uncertainty(recs, uncertainty_model, uncertainty_samples, uncertainty_threshold, judge_sample,
@@ -114,7 +114,7 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
 
 def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, root: Path) -> dict:
     """Grade (a seeded sample of) this week's exchanges with the judge; mark low scores as failures."""
-    from curate.model_calls import judge_scores
+    from sftloop.curate.model_calls import judge_scores
 
     chosen = _chosen(recs, sample)
     # keyed by position: redacted request ids need not be unique ("[PHONE]")
@@ -143,7 +143,7 @@ def _chosen(recs: list[dict], sample: int | None) -> list[int]:
 
 def _uncertainty(recs: list[dict], model: str, n: int, threshold: float, sample: int | None, root: Path, embedder) -> dict:
     """Sample `n` answers per prompt from a local model; flag prompts whose answers disagree."""
-    from curate.model_calls import generate
+    from sftloop.curate.model_calls import generate
 
     chosen = _chosen(recs, sample)
     rows = pl.DataFrame({"id": [str(i) for i in chosen], "messages": [recs[i]["messages"] for i in chosen]})

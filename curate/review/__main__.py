@@ -1,4 +1,4 @@
-"""`python -m curate.review server|push|pull`: human review queues in Argilla.
+"""`python -m sftloop.curate.review server|push|pull`: human review queues in Argilla.
 
     server [--port 6900]                         Redis + argilla-server + worker on 127.0.0.1 (Ctrl-C stops)
     push sample-qa [--dataset D] [--size 100]    stratified sample of a dataset version
@@ -24,7 +24,7 @@ DEFAULT_DATASET = "data/datasets/sharegpt-demo"
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
-    ap = argparse.ArgumentParser(prog="python -m curate.review")
+    ap = argparse.ArgumentParser(prog="python -m sftloop.curate.review")
     ap.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
     ap.add_argument("--root", default=None, help="project root (default: the repo)")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--weight", type=float, default=3.0, help="failures: weight of the corrected records")
     a = ap.parse_args(argv)
 
-    from curate.model_calls import ModelCallError
-    from curate.review.client import Endpoint, ReviewError
+    from sftloop.curate.model_calls import ModelCallError
+    from sftloop.curate.review.client import Endpoint, ReviewError
 
     root = Path(a.root) if a.root else repo_root()
     try:
         if a.cmd == "server":
-            from curate.review.serve import ServerConfig, serve_forever
+            from sftloop.curate.review.serve import ServerConfig, serve_forever
 
             cfg = ServerConfig(port=a.port, redis_port=a.redis_port)
             if a.home:
@@ -67,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ep = Endpoint.from_env(a.url)
         if a.cmd == "push":
-            from curate.review import push
+            from sftloop.curate.review import push
             from sftloop.datasets import DatasetNotFound, resolve_version
 
             if a.queue == "failures":
                 import polars as pl
 
-                from curate.mine.queue import failures_for_review
+                from sftloop.curate.mine.queue import failures_for_review
 
                 if not a.source:
                     raise ReviewError("review: push failures needs the mining report dir, e.g. reports/mine-2026-W47")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(out, indent=2))
             print(f"review UI: {ep.url}")
             return 0
-        from curate.review.pull import pull
+        from sftloop.curate.review.pull import pull
 
         path, summary = pull(a.queue, ep, root, version=a.version, weight=a.weight)
         print(json.dumps(summary, indent=2, default=str))

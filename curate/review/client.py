@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from curate.review.serve import credential
+from sftloop.curate.review.serve import credential
 
 DEFAULT_URL = "http://127.0.0.1:6900"
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.review import queues as Q
-from curate.review.client import Endpoint, ReviewError, connect
-from curate.review.push import dataset_for
-from curate.write import write_derived_version
+from sftloop.curate.review import queues as Q
+from sftloop.curate.review.client import Endpoint, ReviewError, connect
+from sftloop.curate.review.push import dataset_for
+from sftloop.curate.write import write_derived_version
 from sftloop.datasets import resolve_version
 from sftloop.schema import PARQUET_SCHEMA, content_id
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.review import queues as Q
-from curate.review.client import Endpoint, ReviewError, connect, workspace
-from curate.review.sample import stratified_sample
+from sftloop.curate.review import queues as Q
+from sftloop.curate.review.client import Endpoint, ReviewError, connect, workspace
+from sftloop.curate.review.sample import stratified_sample
 
 
 def dataset_for(client, ep: Endpoint, queue: str, create: bool = True):
@@ -65,7 +65,7 @@ def push_sample_qa(ep: Endpoint, version_dir: Path, size: int = 100, seed: int =
                    judge_scores: Path | None = None, judge: str | None = None, root: Path | None = None) -> dict:
     """Stratified sample of a version's kept rows → the sample-QA queue (upsert by record id).
 
-    `judge` (a registry entry) grades the sample through `python -m evaluate grade`; `judge_scores`
+    `judge` (a registry entry) grades the sample through `python -m sftloop.evaluate grade`; `judge_scores`
     reads grades made earlier (Parquet: id, score). Either becomes the suggestion on *quality*."""
     manifest, kept = _version_parts(version_dir)
     sample = stratified_sample(kept, size, seed)
@@ -75,7 +75,7 @@ def push_sample_qa(ep: Endpoint, version_dir: Path, size: int = 100, seed: int =
         scores = dict(zip(js["id"].to_list(), js["score"].to_list()))
     client = connect(ep)  # fail before spending minutes on grading
     if judge is not None:
-        from curate.model_calls import judge_scores as grade
+        from sftloop.curate.model_calls import judge_scores as grade
 
         rows = pl.DataFrame({"id": sample["id"], "messages": [_up_to_last_answer(m) for m in sample["messages"].to_list()]})
         js = grade(rows, judge, root or Path.cwd())

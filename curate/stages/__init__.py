@@ -4,16 +4,16 @@ A stage only says keep or drop-with-reason (and, for duplicates, the representat
 the runner does the accounting. `STAGES` maps the `type` used in TOML configs to the class.
 """
 
-from curate.stages.base import Context, StageResult
-from curate.stages.clean import Clean
-from curate.stages.decontaminate import Decontaminate
-from curate.stages.dedup_embed import EmbedDedup
-from curate.stages.dedup_exact import ExactDedup
-from curate.stages.dedup_minhash import MinHashDedup
-from curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated
-from curate.stages.leakage import LabelLeakage
-from curate.stages.mix import Mix
-from curate.stages.system_prompt import SystemPrompt
+from sftloop.curate.stages.base import Context, StageResult
+from sftloop.curate.stages.clean import Clean
+from sftloop.curate.stages.decontaminate import Decontaminate
+from sftloop.curate.stages.dedup_embed import EmbedDedup
+from sftloop.curate.stages.dedup_exact import ExactDedup
+from sftloop.curate.stages.dedup_minhash import MinHashDedup
+from sftloop.curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated
+from sftloop.curate.stages.leakage import LabelLeakage
+from sftloop.curate.stages.mix import Mix
+from sftloop.curate.stages.system_prompt import SystemPrompt
 
 STAGES = {
     cls.model_fields["type"].default: cls

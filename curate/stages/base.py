@@ -39,7 +39,7 @@ class Context:
 
     def embedder(self):
         if "emb" not in self._cache:
-            from curate.embed import Embedder
+            from sftloop.curate.embed import Embedder
 
             self._cache["emb"] = Embedder(self.embedding_model, progress=self.progress)
         return self._cache["emb"]
@@ -59,7 +59,7 @@ def borderline_pairs(ids, pairs, sims, method: str, threshold: float, margin: fl
 
 def rank_columns(df: pl.DataFrame) -> pl.DataFrame:
     """The narrow columns the keep rule needs: `_row`, `id`, `weight`, `_alen` (assistant characters)."""
-    from curate.text import contents
+    from sftloop.curate.text import contents
 
     return df.select("_row", "id", "weight", _alen=contents(("assistant",)).str.len_chars().cast(pl.Int64))
 
@@ -183,7 +183,7 @@ class GlobalStage(StageConfig):
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         """Both steps on one in-memory frame (unit tests, small inputs)."""
-        from curate.text import contents
+        from sftloop.curate.text import contents
 
         if df.height == 0:
             return StageResult.split(df, None)

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import polars as pl
 
-from curate.stages.base import Context, StageConfig, StageResult
+from sftloop.curate.stages.base import Context, StageConfig, StageResult
 from sftloop.schema import content_id
 
 ZERO_WIDTH = r"[\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad]"

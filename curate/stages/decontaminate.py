@@ -37,10 +37,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from curate.embed import similar_pairs
-from curate.stages.base import Context, StageConfig, StageResult
-from curate.text import normalise_for_match, normalise_texts, sentence_windows, sentences, shingle_hashes, word_hashes
-from evaluate import evalsets
+from sftloop.curate.embed import similar_pairs
+from sftloop.curate.stages.base import Context, StageConfig, StageResult
+from sftloop.curate.text import normalise_for_match, normalise_texts, sentence_windows, sentences, shingle_hashes, word_hashes
+from sftloop.evaluate import evalsets
 
 STANDALONE_KINDS = ("prompt", "system", "reference", "response")  # targets/choices only count with the question
 ANSWER_KINDS = ("reference", "response")  # answers stand alone only from `answer_min_words` words ("Sure, I can help.")

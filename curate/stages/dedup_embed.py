@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.cluster import cluster_by_centers
-from curate.embed import similar_pairs
-from curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, check_names,
+from sftloop.curate.cluster import cluster_by_centers
+from sftloop.curate.embed import similar_pairs
+from sftloop.curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, check_names,
                                  empty_dropped, keep_rank, rank_columns)
-from curate.text import contents
+from sftloop.curate.text import contents
 from sftloop.schema import ROLES
 
 # `role` (its first turn), `role:first` or `role:all` (every turn of that role, joined)

@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.stages.base import Context, GlobalStage, TextsOf, check_names, empty_dropped, rank_columns
-from curate.text import contents, normalise_for_hash
+from sftloop.curate.stages.base import Context, GlobalStage, TextsOf, check_names, empty_dropped, rank_columns
+from sftloop.curate.text import contents, normalise_for_hash
 
 KEYS = {
     "conversation": lambda: pl.concat_str([pl.col("messages").list.eval(

@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.cluster import cluster_by_centers
-from curate.minhash import lsh_candidates, signature_matrix, verify_candidates
-from curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
+from sftloop.curate.cluster import cluster_by_centers
+from sftloop.curate.minhash import lsh_candidates, signature_matrix, verify_candidates
+from sftloop.curate.stages.base import (Context, FieldError, GlobalStage, TextsOf, borderline_pairs, empty_dropped, keep_rank,
                                  rank_columns)
-from curate.text import contents, jaccard_sorted
+from sftloop.curate.text import contents, jaccard_sorted
 
 
 class MinHashDedup(GlobalStage):

@@ -12,9 +12,9 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from curate.language import detect_languages
-from curate.stages.base import Context, FieldError, StageConfig, StageResult
-from curate.text import contents
+from sftloop.curate.language import detect_languages
+from sftloop.curate.stages.base import Context, FieldError, StageConfig, StageResult
+from sftloop.curate.text import contents
 from sftloop.schema import content_id
 
 # ---------------------------------------------------------------- minimum words

@@ -32,8 +32,8 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from curate.stages.base import Context, StageConfig, StageResult
-from curate.text import _mix, shingle_hashes, word_hashes
+from sftloop.curate.stages.base import Context, StageConfig, StageResult
+from sftloop.curate.text import _mix, shingle_hashes, word_hashes
 
 # Tasks whose right answer repeats the input, looked for in the last user turn before a reply: a
 # copy/transform request (an imperative at the start of a sentence, so "what is the correct date?"

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import Field
 
-from curate.stages.base import Context, GlobalStage, TextsOf
+from sftloop.curate.stages.base import Context, GlobalStage, TextsOf
 
 
 class Mix(GlobalStage):

@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 import polars as pl
 from pydantic import model_validator
 
-from curate.stages.base import Context, StageConfig, StageResult
+from sftloop.curate.stages.base import Context, StageConfig, StageResult
 from sftloop.schema import content_id
 
 

@@ -7,7 +7,7 @@ FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 
 @pytest.fixture
 def ctx():
-    from curate.stages.base import Context
+    from sftloop.curate.stages.base import Context
 
     return Context(progress=False)
 

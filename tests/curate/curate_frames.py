@@ -45,7 +45,7 @@ def chat_config(name: str, data: Path) -> str:
 
 def run_version(cfg: Path, root: Path, name: str) -> Path:
     """Run the config (it must succeed) and return the version directory `out/<name>/LATEST` names."""
-    from curate.__main__ import main
+    from sftloop.curate.__main__ import main
 
     assert main(["run", str(cfg), "--root", str(root), "--quiet"]) == 0
     base = root / "out" / name

@@ -16,9 +16,9 @@ import textwrap
 import polars as pl
 import pytest
 
-from curate.__main__ import main
-from curate.sources import InputError, SourceConfig, read_source, resolve_paths
-from curate.write import dataset_lock, work_dir
+from sftloop.curate.__main__ import main
+from sftloop.curate.sources import InputError, SourceConfig, read_source, resolve_paths
+from sftloop.curate.write import dataset_lock, work_dir
 from sftloop.schema import ChatRecord, QuarantineWriter, records_frame, write_parquet
 
 Q, A = "How do I reset my router password?", "Hold the reset button for ten seconds, then log in with the default password."
@@ -387,7 +387,7 @@ def test_a_failure_while_writing_publishes_nothing_injected_failure(tmp_path, ca
     def boom(*a, **k):  # a fault injected into the writer (a disk that fills up while writing)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("curate.write.funnel_png", boom)
+    monkeypatch.setattr("sftloop.curate.write.funnel_png", boom)
     rc, err = cli(tmp_path, cfg, capsys)
     assert rc == 2 and "No space left on device" in err
     assert latest(tmp_path) == before and versions(tmp_path) == vs

@@ -2,7 +2,7 @@ import json
 
 from curate_frames import frame
 
-from curate.stages.clean import Clean, fix_roles
+from sftloop.curate.stages.clean import Clean, fix_roles
 
 
 def test_invisible_chars_boilerplate_whitespace(ctx):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.__main__ import main
-from curate.config import ConfigError, load_config
-from curate.stages import STAGES
+from sftloop.curate.__main__ import main
+from sftloop.curate.config import ConfigError, load_config
+from sftloop.curate.stages import STAGES
 
 FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 CONFIGS = Path(__file__).parents[2] / "curate" / "configs"
@@ -25,14 +25,14 @@ def write(tmp_path, stage: str = "", top: str = "", split: str = "") -> Path:
 @pytest.fixture
 def no_reading(monkeypatch):
     """Fail loudly if anything starts reading sources."""
-    import curate.pipeline
-    import curate.sources
+    import sftloop.curate.pipeline
+    import sftloop.curate.sources
 
     def boom(*a, **k):
         raise AssertionError("data was read before the config was validated")
 
-    monkeypatch.setattr(curate.pipeline, "load_sources", boom)
-    monkeypatch.setattr(curate.sources, "iter_source", boom)
+    monkeypatch.setattr(sftloop.curate.pipeline, "load_sources", boom)
+    monkeypatch.setattr(sftloop.curate.sources, "iter_source", boom)
 
 
 def fails(path: Path, key: str, capsys, *also: str) -> str:
@@ -127,8 +127,8 @@ def test_shipped_configs_are_valid(path):
 
 
 def test_valid_choices_pass():
-    from curate.stages.dedup_embed import EmbedDedup
-    from curate.stages.filters import Language, TokenLimit
+    from sftloop.curate.stages.dedup_embed import EmbedDedup
+    from sftloop.curate.stages.filters import Language, TokenLimit
 
     assert EmbedDedup(fields=["user", "assistant:all", "system:first"]).fields[0] == "user"
     assert Language(allowed=["en", "de", "zh"], min_chars=600).allowed == ["en", "de", "zh"]

@@ -1,8 +1,8 @@
 import pytest
 from curate_frames import frame
 
-from curate.stages.decontaminate import Decontaminate
-from evaluate import evalsets
+from sftloop.curate.stages.decontaminate import Decontaminate
+from sftloop.evaluate import evalsets
 
 HOST_Q = "Can you recommend a good book about the history of the Roman empire for a beginner?"
 HOST_A = "Sure. SPQR by Mary Beard is a readable overview that covers a thousand years of Roman history."

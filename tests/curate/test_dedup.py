@@ -2,11 +2,11 @@ import numpy as np
 import polars as pl
 from curate_frames import frame
 
-from curate.cluster import cluster_by_centers
-from curate.minhash import near_duplicate_edges
-from curate.stages.dedup_embed import EmbedDedup
-from curate.stages.dedup_exact import ExactDedup
-from curate.stages.dedup_minhash import MinHashDedup
+from sftloop.curate.cluster import cluster_by_centers
+from sftloop.curate.minhash import near_duplicate_edges
+from sftloop.curate.stages.dedup_embed import EmbedDedup
+from sftloop.curate.stages.dedup_exact import ExactDedup
+from sftloop.curate.stages.dedup_minhash import MinHashDedup
 
 BASE = ("customer support teams should answer every ticket within one business day and escalate billing problems "
         "to the finance group while keeping the customer informed about each step of the process until it is resolved "

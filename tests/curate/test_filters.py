@@ -1,6 +1,6 @@
 from curate_frames import frame
 
-from curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated, truncation_reason
+from sftloop.curate.stages.filters import Language, MinWords, Parroting, Refusal, TokenLimit, Truncated, truncation_reason
 
 Q = "Could you explain how compound interest works for savings?"
 A = "Compound interest means you earn interest on both your deposit and the interest already added, so savings grow faster over time."

@@ -3,8 +3,8 @@ import json
 import polars as pl
 from curate_frames import chat_config, frame, run_version, write_chat
 
-from curate.stages.filters import Parroting
-from curate.stages.leakage import LabelLeakage, turn_scores
+from sftloop.curate.stages.filters import Parroting
+from sftloop.curate.stages.leakage import LabelLeakage, turn_scores
 
 ARTICLE = ("The museum opened in 1987 after a decade of fundraising by the city council. Its main hall holds "
            "a collection of maritime instruments, including a brass sextant donated by the founder's family. "
@@ -88,7 +88,7 @@ def test_copy_tasks_and_multiple_choice_are_exempt_unless_switched_off(ctx):
 def test_a_bad_exempt_pattern_fails_when_the_config_is_read():
     import pytest
 
-    from curate.config import ConfigError, parse_stage
+    from sftloop.curate.config import ConfigError, parse_stage
 
     with pytest.raises(ConfigError, match="exempt_pattern: not a valid regex"):
         parse_stage(0, {"type": "label_leakage", "exempt_pattern": "(unclosed"})

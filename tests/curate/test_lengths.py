@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from curate_frames import chat_config, frame, run_version, write_chat
 
-from curate.lengths import LengthReference, ks, length_report, reference_files, summary, token_lengths
+from sftloop.curate.lengths import LengthReference, ks, length_report, reference_files, summary, token_lengths
 from sftloop.settings import repo_root
 
 CONVS = [
@@ -104,7 +104,7 @@ def test_reference_from_production_logs_and_chat_records_skips_bad_rows(tok, tmp
 
 
 def test_golden_reference_uses_its_messages_and_reference_answers(tmp_path):
-    from evaluate.golden import load_items
+    from sftloop.evaluate.golden import load_items
 
     train = tmp_path / "train.parquet"
     frame(CONVS).drop("_row").write_parquet(train)
@@ -116,7 +116,7 @@ def test_golden_reference_uses_its_messages_and_reference_answers(tmp_path):
 
 
 def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp_path):
-    from curate.config import ConfigError, config_dict, load_config
+    from sftloop.curate.config import ConfigError, config_dict, load_config
 
     data = write_chat(tmp_path, [{"messages": [{"role": r, "content": c} for r, c in conv]} for conv in CONVS])
     ref = tmp_path / "prod.parquet"
@@ -143,7 +143,7 @@ def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp
     # a version derived from it (review decisions) gets its own figures, not its parent's
     import polars as pl
 
-    from curate.write import write_derived_version
+    from sftloop.curate.write import write_derived_version
 
     d = write_derived_version(base, {"train": pl.read_parquet(v / "train.parquet").head(2)}, {"kind": "test"}, parent=v)
     m = json.loads((d / "manifest.json").read_text())

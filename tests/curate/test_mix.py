@@ -5,8 +5,8 @@ import textwrap
 
 import polars as pl
 
-from curate.__main__ import main
-from curate.write import write_derived_version
+from sftloop.curate.__main__ import main
+from sftloop.curate.write import write_derived_version
 from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
@@ -62,7 +62,7 @@ def test_mined_records_mix_with_a_floor_of_ordinary_data(tmp_path, monkeypatch):
 
 
 def test_exact_dedup_keeps_the_weighted_correction(ctx):
-    from curate.stages.dedup_exact import ExactDedup
+    from sftloop.curate.stages.dedup_exact import ExactDedup
     from curate_frames import frame
 
     df = frame([[("user", "How do I reset my password, step by step?"), ("assistant", "A long but wrong answer " * 5)],

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 from curate_frames import run_version
 
-from curate.__main__ import main
-from curate.config import ConfigError, load_config
+from sftloop.curate.__main__ import main
+from sftloop.curate.config import ConfigError, load_config
 
 STAGES = """
 [[stages]]

@@ -1,6 +1,6 @@
 import json
 
-from curate.sources import SourceConfig, read_source
+from sftloop.curate.sources import SourceConfig, read_source
 from sftloop.schema import QuarantineWriter
 
 

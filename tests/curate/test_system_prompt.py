@@ -4,8 +4,8 @@ import polars as pl
 import pytest
 from curate_frames import chat_config, frame, run_version, write_chat
 
-from curate.config import ConfigError, parse_stage
-from curate.stages.system_prompt import SystemPrompt, distribution_markdown, prompt_distribution
+from sftloop.curate.config import ConfigError, parse_stage
+from sftloop.curate.stages.system_prompt import SystemPrompt, distribution_markdown, prompt_distribution
 from sftloop.schema import content_id
 
 P = "You are the support assistant of an online store. Answer briefly."

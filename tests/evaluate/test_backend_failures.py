@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from evaluate.backends import BackendError, Cache, Deadline, OpenAIBackend
-from evaluate.judge import LABELS
+from sftloop.backends import BackendError, Cache, Deadline, OpenAIBackend
+from sftloop.evaluate.judge import LABELS
 from fake_openai import FakeOpenAI
 from sftloop.registry import ModelEntry
 

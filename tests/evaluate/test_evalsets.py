@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluate import evalsets, golden as G, judge as J, probes as P
-from evaluate.gate import load_gate_config, select_golden
+from sftloop.evaluate import evalsets, golden as G, judge as J, probes as P
+from sftloop.evaluate.gate import load_gate_config, select_golden
 from sftloop import assets
 
 ROOT = Path(__file__).parents[2]

@@ -1,8 +1,8 @@
-"""`python -m evaluate grade|generate`: the file entry points curate uses instead of imports."""
+"""`python -m sftloop.evaluate grade|generate`: the file entry points curate uses instead of imports."""
 
 import polars as pl
 
-from evaluate.__main__ import main
+from sftloop.evaluate.__main__ import main
 
 
 def _root(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.__main__ import main
+from sftloop.evaluate.__main__ import main
 
 ROOT = Path(__file__).parents[2]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluate.__main__ import main
+from sftloop.evaluate.__main__ import main
 from fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).parents[2]
@@ -161,7 +161,7 @@ def test_hanging_endpoint_cli_process_exits_2_promptly(fake, tmp_path):
     cfg = fake.root / "hang-cli.toml"
     cfg.write_text(PROFILE.format(judge="judge_ties", timeout=120, deadline=3).replace("max_retries = 0", "max_retries = 3"))
     t = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "evaluate", "gate", "hang", "prod", "--profile", "full", "--config", str(cfg),
+    r = subprocess.run([sys.executable, "-m", "sftloop.evaluate", "gate", "hang", "prod", "--profile", "full", "--config", str(cfg),
                         "--root", str(fake.root)], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "SFTLOOP_CACHE": str(tmp_path / "c")})
     wall = time.monotonic() - t

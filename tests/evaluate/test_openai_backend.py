@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from evaluate.backends import BackendError, Cache, OpenAIBackend
-from evaluate.judge import LABELS, _conv, prompt
+from sftloop.backends import BackendError, Cache, OpenAIBackend
+from sftloop.evaluate.judge import LABELS, _conv, prompt
 from sftloop.assets import path
 from sftloop.registry import ModelEntry
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluate import gate_config
-from evaluate.gate_config import GateConfigError, RuleSettings
-from evaluate.rules import RULES, apply_rules, no_information, rules_markdown, settings_markdown, verdict
+from sftloop.evaluate import gate_config
+from sftloop.evaluate.gate_config import GateConfigError, RuleSettings
+from sftloop.evaluate.rules import RULES, apply_rules, no_information, rules_markdown, settings_markdown, verdict
 
 ROOT = Path(__file__).parents[2]
 CATS = ["account", "order", "refund", "shipping"]
@@ -249,5 +249,5 @@ def test_config_rejects_unknown_keys_and_rule_names(tmp_path):
 
 def test_docs_carry_the_generated_rule_and_settings_tables():
     doc = (ROOT / "docs" / "gate.md").read_text()
-    assert rules_markdown() in doc, "docs/gate.md: regenerate the rules table (python -m evaluate rules-doc)"
-    assert settings_markdown() in doc, "docs/gate.md: regenerate the settings table (python -m evaluate rules-doc)"
+    assert rules_markdown() in doc, "docs/gate.md: regenerate the rules table (python -m sftloop.evaluate rules-doc)"
+    assert settings_markdown() in doc, "docs/gate.md: regenerate the settings table (python -m sftloop.evaluate rules-doc)"

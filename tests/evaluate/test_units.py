@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluate import golden as G
-from evaluate.checks import run_checks
-from evaluate.stats import bootstrap_ci, mcnemar
+from sftloop.evaluate import golden as G
+from sftloop.evaluate.checks import run_checks
+from sftloop.evaluate.stats import bootstrap_ci, mcnemar
 
 ROOT = Path(__file__).parents[2]
 
@@ -58,7 +58,7 @@ def test_changed_golden_set_is_refused_until_frozen(tmp_path):
 
 
 def test_ifbench_checkers_run_without_punkt():
-    from evaluate.ifbench import check
+    from sftloop.evaluate.ifbench import check
     from sftloop import assets
 
     row = next(json.loads(line) for line in assets.path("ifbench").read_text().splitlines()
@@ -80,7 +80,7 @@ def test_ifbench_checkers_import_without_trying_to_download_nltk_data(monkeypatc
 
     import nltk
 
-    from evaluate import ifbench
+    from sftloop.evaluate import ifbench
 
     calls = []
     monkeypatch.setattr(nltk, "download", lambda *a, **k: calls.append(a) or False)
@@ -96,7 +96,7 @@ def test_ifbench_checkers_import_without_trying_to_download_nltk_data(monkeypatc
 
 
 def test_wilson_holm_sign_flip_entropy():
-    from evaluate.stats import entropy_bits, holm, sign_flip_p, wilson
+    from sftloop.evaluate.stats import entropy_bits, holm, sign_flip_p, wilson
 
     p, lo, hi = wilson(0, 22)
     assert p == 0 and lo == 0 and 0.14 < hi < 0.15  # never the zero-width [0, 0] a bootstrap gives
@@ -125,7 +125,7 @@ class FakeObedientJudge:
 
 
 def test_fake_obedient_judge_injection_flips_in_both_orders():
-    from evaluate import judge as J
+    from sftloop.evaluate import judge as J
 
     qs, cand, prod = ["q1", "q2", "q3"], ["GOOD one", "GOOD two", "GOOD three"], ["meh", "meh 2", "meh 3"]
     base = J.pairwise(FakeObedientJudge(), qs, cand, prod)
@@ -137,7 +137,7 @@ def test_fake_obedient_judge_injection_flips_in_both_orders():
 
 
 def test_no_verdict_logprobs_are_errors_not_ties():
-    from evaluate import judge as J
+    from sftloop.evaluate import judge as J
 
     class FakeNoVerdictJudge:
         def next_token_logprobs(self, convs, labels):
@@ -148,7 +148,7 @@ def test_no_verdict_logprobs_are_errors_not_ties():
 
 
 def test_a_value_without_measurement_prints_n_a_never_nan():
-    from evaluate.report import _fmt
-    from evaluate.rules import _f
+    from sftloop.evaluate.report import _fmt
+    from sftloop.evaluate.rules import _f
 
     assert _f(float("nan")) == _fmt(float("nan")) == "n/a" and _f(0.25) == _fmt(0.25) == "0.250"

@@ -13,7 +13,7 @@ FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A project root with a small curated dataset version (real curate run on the fixtures)."""
-    from curate.__main__ import main
+    from sftloop.curate.__main__ import main
 
     root = tmp_path_factory.mktemp("proj")
     shutil.copytree(FIX, root / "in")
@@ -50,8 +50,8 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_root):
-    from train.config import load_config
-    from train.trainer import train
+    from sftloop.train.config import load_config
+    from sftloop.train.trainer import train
 
     run_dir = train(load_config(write_train_config(tiny_root)), tiny_root, progress=False)
     return run_dir, json.loads((run_dir / "run.json").read_text())

@@ -12,8 +12,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from sftloop.assets import path
-from train.data import DataError, encode_records, stop_token_ids
-from train.masking import IGNORE, MaskingError, check_template, encode, label_segments
+from sftloop.train.data import DataError, encode_records, stop_token_ids
+from sftloop.train.masking import IGNORE, MaskingError, check_template, encode, label_segments
 
 TEMPLATES = Path(__file__).parents[1] / "fixtures" / "templates"
 PHI = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]

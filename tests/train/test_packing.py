@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from train.masking import IGNORE, encode
-from train.packing import PackedCollator, pack
+from sftloop.train.masking import IGNORE, encode
+from sftloop.train.packing import PackedCollator, pack
 
 CONVS = [
     [{"role": "user", "content": "What is the return window for shoes?"},

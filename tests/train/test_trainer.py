@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sftloop import registry
-from train.config import load_config
-from train.data import DataError, check_manifest
+from sftloop.train.config import load_config
+from sftloop.train.data import DataError, check_manifest
 
 
 from train_helpers import write_train_config
@@ -33,7 +33,7 @@ def test_merge_gives_same_greedy_outputs_and_logits(tiny_run, smol_tokenizer):
     from transformers import AutoModelForCausalLM
 
     from sftloop.assets import path
-    from train.merge import merge
+    from sftloop.train.merge import merge
 
     run_dir, _ = tiny_run
     merged_dir = merge(run_dir)
@@ -61,7 +61,7 @@ def test_killed_run_resumes_from_checkpoint(tiny_root, tiny_run):
     _, full = tiny_run
     cfg = write_train_config(tiny_root, name="tiny", register_as="")  # "" = do not register
     env = {**os.environ, "SFTLOOP_ROOT": str(tiny_root)}
-    cmd = [sys.executable, "-m", "train", "run", str(cfg), "--root", str(tiny_root), "--run-id", "killed"]
+    cmd = [sys.executable, "-m", "sftloop.train", "run", str(cfg), "--root", str(tiny_root), "--run-id", "killed"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tiny_root / "runs" / "killed" / "checkpoints" / "checkpoint-3" / "trainer_state.json"
     deadline = time.time() + 300
@@ -91,7 +91,7 @@ def test_manifest_mismatch_is_refused(tiny_root):
 
 
 def test_overflow_is_counted_not_silent(tiny_root, smol_tokenizer):
-    from train.data import encode_records, read_split, resolve_version
+    from sftloop.train.data import encode_records, read_split, resolve_version
 
     recs = read_split(resolve_version("data/datasets/tiny", tiny_root), "train")
     cfg = load_config(write_train_config(tiny_root, name="cut", max_len=60, overflow="drop"))
@@ -102,7 +102,7 @@ def test_overflow_is_counted_not_silent(tiny_root, smol_tokenizer):
 
 def test_weights_upsample_and_replay_share():
     from sftloop.schema import ChatRecord
-    from train.data import apply_weights, mix_replay
+    from sftloop.train.data import apply_weights, mix_replay
 
     def rec(i, w=1.0, src="s"):
         return ChatRecord.model_validate({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
@@ -120,9 +120,9 @@ def test_nan_loss_stops_with_step_and_batch_ids(tmp_path, smol_tokenizer):
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     from sftloop.assets import path
-    from train.masking import encode
-    from train.packing import PackedCollator, pack
-    from train.trainer import PackedTrainer, _RowIds
+    from sftloop.train.masking import encode
+    from sftloop.train.packing import PackedCollator, pack
+    from sftloop.train.trainer import PackedTrainer, _RowIds
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path("smollm2-135m-instruct")),
                            LoraConfig(r=2, target_modules=["q_proj"]))
@@ -140,7 +140,7 @@ def test_nan_loss_stops_with_step_and_batch_ids(tmp_path, smol_tokenizer):
 
 
 def test_unpacked_run_uses_padding_and_length_grouping(tiny_root):
-    from train.trainer import train
+    from sftloop.train.trainer import train
 
     cfg = load_config(write_train_config(tiny_root, name="nopack", pack=False, per_device_batch=2, max_steps=2,
                                          eval_steps=2, save_steps=2, register_as=""))

@@ -4,10 +4,10 @@ import json
 
 import polars as pl
 
-from curate.mine.demo_logs import make_demo_logs
-from curate.mine.logs import LogRow
-from curate.mine.run import run
-from curate.write import write_derived_version
+from sftloop.curate.mine.demo_logs import make_demo_logs
+from sftloop.curate.mine.logs import LogRow
+from sftloop.curate.mine.run import run
+from sftloop.curate.write import write_derived_version
 from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
@@ -63,7 +63,7 @@ def test_demo_logs_then_judge_graded_mining(tmp_path):
 def test_disagreement_is_zero_for_identical_answers_and_grows_with_difference():
     import numpy as np
 
-    from curate.mine.understand import disagreement
+    from sftloop.curate.mine.understand import disagreement
 
     same = np.tile(np.array([[1.0, 0.0]]), (3, 1))
     assert disagreement(same) == 0.0

@@ -1,7 +1,7 @@
 """Detectors that need a model (language identification)."""
 def test_language_mismatch_needs_confident_detections():
-    from curate.language import detect_languages
-    from curate.mine.detect import detect
+    from sftloop.curate.language import detect_languages
+    from sftloop.curate.mine.detect import detect
 
     q = ["Wie setze ich mein Passwort zurück? Ich habe es vergessen.", "How do I reset my password?", "Password reset link broken"]
     a = ["You can reset your password from the login page by clicking the link.", "Click 'forgot password' on the login page.",

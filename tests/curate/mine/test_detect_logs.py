@@ -1,7 +1,7 @@
 import json
 
-from curate.mine.detect import detect, repetition_loop
-from curate.mine.logs import read_logs, select_week
+from sftloop.curate.mine.detect import detect, repetition_loop
+from sftloop.curate.mine.logs import read_logs, select_week
 
 
 def test_every_reason_that_fires_is_reported():

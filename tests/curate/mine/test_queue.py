@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from curate.mine.queue import failures_for_review
+from sftloop.curate.mine.queue import failures_for_review
 
 
 def _failures():

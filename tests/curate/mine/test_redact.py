@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.mine.logs import read_logs
-from curate.mine.redact import LABELS, card_ok, iban_ok, luhn_ok, redact, redact_raw, score
+from sftloop.curate.mine.logs import read_logs
+from sftloop.curate.mine.redact import LABELS, card_ok, iban_ok, luhn_ok, redact, redact_raw, score
 
 CORPUS = Path(__file__).parents[2] / "fixtures" / "pii" / "corpus.jsonl"
 

@@ -1,4 +1,4 @@
-"""Residual-PII check: a real mining run (`python -m curate.mine run`, in-process) over logs with planted
+"""Residual-PII check: a real mining run (`python -m sftloop.curate.mine run`, in-process) over logs with planted
 values in every string field and in malformed rows; no raw value may survive in anything it writes or
 prints, nor in the Argilla failures-queue payload."""
 
@@ -6,10 +6,10 @@ import json
 
 import polars as pl
 
-from curate.mine.__main__ import main
-from curate.mine.queue import failures_for_review
-from curate.mine.redact import leaked
-from curate.review.queues import failure_record
+from sftloop.curate.mine.__main__ import main
+from sftloop.curate.mine.queue import failures_for_review
+from sftloop.curate.mine.redact import leaked
+from sftloop.curate.review.queues import failure_record
 from log_fixture import write_reference
 
 PLANTED = [("EMAIL", "mary.jane@\nexample.com"), ("EMAIL", "o'brien+vip@Example.CO.UK"), ("CARD", "4111.1111.1111.1111"),

@@ -2,7 +2,7 @@ import json
 
 import polars as pl
 
-from curate.mine.run import run
+from sftloop.curate.mine.run import run
 from log_fixture import write_logs, write_reference
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from curate.mine.understand import cluster, distinctive_terms, embedding_drift, judge_trend, length_shift, per_category
+from sftloop.curate.mine.understand import cluster, distinctive_terms, embedding_drift, judge_trend, length_shift, per_category
 
 
 def test_clusters_and_their_terms(minilm):

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from curate.review import serve
+from sftloop.curate.review import serve
 from .review_helpers import OWNER_KEY
 
 
@@ -28,7 +28,7 @@ def endpoint(argilla, request):
     """An owner endpoint on a workspace of this test's own (both users in it), so tests do not share queues."""
     import argilla as rg
 
-    from curate.review.client import Endpoint
+    from sftloop.curate.review.client import Endpoint
 
     name = "t-" + request.node.name.replace("_", "-")[:40].lower()
     client = rg.Argilla(api_url=argilla.url, api_key=OWNER_KEY)
@@ -69,7 +69,7 @@ def conversations(n_dups: int = 4) -> list[dict]:
 @pytest.fixture(scope="session")
 def curated(tmp_path_factory):
     """A small curated dataset version (clean, exact and MinHash dedup with borderline pairs)."""
-    from curate.__main__ import main
+    from sftloop.curate.__main__ import main
 
     root = tmp_path_factory.mktemp("review-root")
     (root / "models.toml").write_text('[models.base]\nbase_model = "smollm2-135m-instruct"\n')

@@ -2,7 +2,7 @@
 
 import httpx
 
-from curate.review import serve
+from sftloop.curate.review import serve
 
 OWNER_KEY = serve.DEFAULTS["SFTLOOP_ARGILLA_OWNER_KEY"]
 ANNOTATOR_KEY = serve.DEFAULTS["SFTLOOP_ARGILLA_ANNOTATOR_KEY"]

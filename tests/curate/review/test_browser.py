@@ -7,8 +7,8 @@ import time
 import polars as pl
 import pytest
 
-from curate.review import push, serve
-from curate.review.pull import pull
+from sftloop.curate.review import push, serve
+from sftloop.curate.review.pull import pull
 from .review_helpers import ANNOTATOR_KEY, dataset_id, search
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -4,8 +4,8 @@ import json
 import sys
 from pathlib import Path
 
-from curate.mine.__main__ import main
-from curate.review.serve import free_port
+from sftloop.curate.mine.__main__ import main
+from sftloop.curate.review.serve import free_port
 
 from .review_helpers import OWNER_KEY, records_by_external_id
 

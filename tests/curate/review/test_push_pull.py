@@ -6,9 +6,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate.review import push
-from curate.review.__main__ import main
-from curate.review.pull import pull
+from sftloop.curate.review import push
+from sftloop.curate.review.__main__ import main
+from sftloop.curate.review.pull import pull
 from .review_helpers import ANNOTATOR_KEY, OWNER_KEY, records_by_external_id, respond
 
 
@@ -107,7 +107,7 @@ def test_failures_queue_dedups_and_pulls_mined_records(endpoint, tmp_path):
 def test_server_down_or_wrong_key_exits_nonzero_and_writes_nothing(argilla, curated, capsys, monkeypatch):
     root, vdir = curated
     before = sorted(p.name for p in vdir.parent.iterdir())
-    from curate.review.serve import free_port
+    from sftloop.curate.review.serve import free_port
 
     monkeypatch.setenv("ARGILLA_API_KEY", OWNER_KEY)
     assert main(["--url", f"http://127.0.0.1:{free_port()}", "--root", str(root), "push", "sample-qa", str(vdir)]) == 2

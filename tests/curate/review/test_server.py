@@ -6,8 +6,8 @@ import subprocess
 import argilla as rg
 import pytest
 
-from curate.review import serve
-from curate.review.client import Endpoint, ReviewError, check
+from sftloop.curate.review import serve
+from sftloop.curate.review.client import Endpoint, ReviewError, check
 from .review_helpers import ANNOTATOR_KEY, OWNER_KEY, search
 
 
@@ -102,7 +102,7 @@ def test_review_server_command_stops_every_process_on_ctrl_c(tmp_path):
     import time
 
     port, rport = serve.free_port(), serve.free_port()
-    p = subprocess.Popen([sys.executable, "-m", "curate.review", "server", "--port", str(port), "--redis-port", str(rport),
+    p = subprocess.Popen([sys.executable, "-m", "sftloop.curate.review", "server", "--port", str(port), "--redis-port", str(rport),
                           "--home", str(tmp_path / "argilla")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     deadline = time.time() + 120
