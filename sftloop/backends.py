@@ -4,7 +4,14 @@ endpoint: vLLM, llama.cpp server, OpenAI), behind one small interface, with a cr
 Interface (both backends):
 - `chat(convs, max_new_tokens) -> list[str]`: greedy answers with the model's chat template;
 - `next_token_logprobs(convs, labels) -> list[dict[label, logprob]]`: the judge's verdict distribution;
-- `loglik(pairs) -> list[(sum logprob, n tokens)]` (hf only): probes score choices by likelihood.
+- `loglik(pairs) -> list[(sum logprob, n tokens)]`: probes score choices by likelihood (hf, and
+  openai entries with `engine = "vllm"`: vLLM's `prompt_logprobs` on the token ids the server's own
+  `/tokenize` gives; other servers have `can_loglik = False`).
+
+`backend_for` asks the registry first (`registry.resolve`): a local entry that `just serve` is serving
+goes to that vLLM server (`kind = "vllm"`), otherwise in-process (`kind = "hf"`); a remote entry is
+`kind = "openai"` (or `"vllm"` when it says `engine = "vllm"`). The cache key of a served entry is its
+local weights plus engine and dtype, so server restarts on another port reuse the cache.
 
 Every call goes through `Cache` (SQLite under $SFTLOOP_HOME/cache, one committed row per result, so
 a crash mid-run loses nothing already computed), keyed by (model spec hash, input hash, params).
@@ -120,6 +127,9 @@ def model_spec_hash(entry: registry.ModelEntry, root: Path) -> str:
 
 
 class HFBackend:
+    kind = "hf"
+    can_loglik = True
+
     def __init__(self, entry: registry.ModelEntry, root: Path, cache: Cache, batch_size: int = 8,
                  deadline: Deadline | None = None, name: str = ""):
         import torch
@@ -287,13 +297,16 @@ class OpenAIBackend:
     concurrency is bounded by a thread pool whose queued requests are cancelled on the first error."""
 
     def __init__(self, entry: registry.ModelEntry, cache: Cache, timeout: float = 60.0, max_retries: int = 3,
-                 concurrency: int = 4, deadline: Deadline | None = None, name: str = ""):
+                 concurrency: int = 4, deadline: Deadline | None = None, name: str = "", spec: str | None = None):
         from openai import OpenAI
 
         self.cache, self.entry, self.concurrency = cache, entry, concurrency
         self.timeout, self.deadline, self.name = timeout, deadline or Deadline(), name
         self.timing: dict[str, list[float]] = {}
-        self.spec = _h(entry.spec())[:16]
+        self.spec = spec or _h(entry.spec())[:16]
+        self.kind = entry.engine or "openai"
+        self.can_loglik = entry.engine == "vllm"
+        self._tok_memo: dict[str, list[int]] = {}
         self.client = OpenAI(base_url=entry.endpoint, api_key=entry.api_key() or "not-needed", timeout=timeout,
                              max_retries=max_retries)
         self._lock = threading.Lock()
@@ -391,11 +404,61 @@ class OpenAIBackend:
 
         return self._call(fn, convs, "next", {"labels": labels})
 
+    def _tokenize(self, text: str) -> list[int]:
+        """Token ids from the server's own tokenizer (vLLM `/tokenize`), memoised per text."""
+        if text not in self._tok_memo:
+            import httpx
+
+            url = self.entry.endpoint.rstrip("/").removesuffix("/v1") + "/tokenize"
+            left = self.deadline.left()
+            if left <= 0:
+                raise BackendError(f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}")
+            r = httpx.post(url, json={"model": self.entry.model, "prompt": text, "add_special_tokens": False},
+                           timeout=min(self.timeout, left))
+            r.raise_for_status()
+            body = r.json()
+            toks = body.get("tokens") if isinstance(body, dict) else None
+            if not isinstance(toks, list):
+                raise BackendError(f"{url} answered without `tokens`")
+            self._tok_memo[text] = toks
+        return self._tok_memo[text]
+
+    def loglik(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+        """Sum log-probability of each continuation given its context (raw text, no template), from
+        vLLM's `prompt_logprobs` over context ids + continuation ids (tokenised apart, as `hf` does)."""
+        if not self.can_loglik:
+            raise BackendError(f"{self.where()} gives no prompt log-likelihoods (declare `engine = \"vllm\"` for a vLLM server)")
+
+        def fn(pair):
+            ctx, cont = pair
+            c_ids, x_ids = self._tokenize(ctx), self._tokenize(cont)
+            r = self._client().completions.create(model=self.entry.model, prompt=c_ids + x_ids, max_tokens=1,
+                                                  temperature=0, extra_body={"prompt_logprobs": 0})
+            plp = (r.choices[0].model_extra or {}).get("prompt_logprobs") if r.choices else None
+            if not plp or len(plp) != len(c_ids) + len(x_ids):
+                raise BackendError("the response has no `prompt_logprobs` for every prompt token")
+            total = 0.0
+            for pos in range(len(c_ids), len(plp)):
+                tid = str((c_ids + x_ids)[pos])
+                if not plp[pos] or tid not in plp[pos]:
+                    raise BackendError(f"`prompt_logprobs` lacks token {tid} at position {pos}")
+                total += float(plp[pos][tid]["logprob"])
+            return [total, len(x_ids)]
+
+        return [tuple(x) for x in self._call(fn, [list(p) for p in pairs], "loglik", {})]
+
 
 def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None, timeout: float = 60.0,
                 max_retries: int = 3, deadline: Deadline | None = None):
-    """The backend for a registry entry: `openai` for remote entries, `hf` for local ones."""
-    entry = registry.get(name, reg_path)
+    """The backend for a registry entry: the vLLM server when `just serve` serves it, `openai` for
+    remote entries, `hf` (in-process) for local ones. `.kind` says which."""
+    entry, served = registry.resolve(name, reg_path)
+    if served is not None:
+        local = registry.get(name, reg_path)
+        st = registry.serve_state(reg_path)
+        spec = _h({"local": model_spec_hash(local, root), "engine": entry.engine, "dtype": st.dtype if st else None})[:16]
+        return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name,
+                             spec=spec, concurrency=8)
     if entry.is_remote:
         return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name)
     return HFBackend(entry, root, cache, deadline=deadline, name=name)

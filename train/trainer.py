@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from sftloop import registry
 from sftloop.assets import resolve_model
+from sftloop.fingerprint import chat_template_sha256, tokenizer_sha256
 from sftloop.settings import repo_root
 from sftloop.train import data as D
 from sftloop.train.config import TrainConfig
@@ -202,6 +203,8 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         "best_checkpoint": trainer.state.best_model_checkpoint, "seconds": seconds,
         "trained_tokens": monitor.tokens["trained"], "processed_tokens": monitor.tokens["processed"],
         "token_efficiency": monitor.tokens["processed"] / max(monitor.tokens["slots"], 1),
+        # train/serve identity: `just serve` and the gate refuse a server that renders differently
+        "chat_template_sha256": chat_template_sha256(tok), "tokenizer_sha256": tokenizer_sha256(tok),
     }
     (run_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     from sftloop.train.report import write_report

@@ -19,8 +19,50 @@ def test_put_keeps_other_entries_and_never_writes_keys(tmp_path, monkeypatch):
     reg = registry.load(p)
     assert set(reg) == {"prod", "remote"}
     assert reg["remote"].api_key() == "sk-secret-123"
-    assert "sk-secret" not in p.read_text()
+    assert not p.exists() and "sk-secret" not in registry.local_path(p).read_text()
     assert "api_key_env" not in reg["remote"].spec()
+
+
+def test_put_writes_the_local_file_and_never_the_tracked_one(tmp_path):
+    p = tmp_path / "models.toml"
+    tracked = "# Model registry: hand-written header\n[models.prod]\nbase_model = \"smollm2-135m-instruct\"\n"
+    p.write_text(tracked)
+    registry.put("candidate", ModelEntry(base_model="smollm2-135m-instruct", adapter="runs/r/adapter"), p)
+    registry.put("prod", ModelEntry(base_model="smollm2-135m-instruct", adapter="runs/r2/adapter"), p)
+    assert p.read_text() == tracked  # header and entries untouched
+    local = registry.local_path(p)
+    assert local.name == "models.local.toml" and local.read_text().startswith("# Generated")
+    reg = registry.load(p)
+    assert reg["candidate"].adapter == "runs/r/adapter"
+    assert reg["prod"].adapter == "runs/r2/adapter"  # the local entry replaces the tracked one
+    local.write_text("[models.bad]\nadapter = 3\n")
+    with pytest.raises(RegistryError, match="models.local.toml: models.bad"):
+        registry.load(p)
+
+
+def test_served_entry_resolves_to_the_server_only_while_alive_and_unchanged(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    p = tmp_path / "models.toml"
+    p.write_text('[models.prod]\nbase_model = "smollm2-135m-instruct"\n')
+    spec = registry.get("prod", p).spec()
+    st = registry.ServeState(dtype="float32", entries={"prod": registry.ServedModel(
+        url="http://127.0.0.1:9/v1", pid=os.getpid(), model="prod", spec=spec)})
+    registry.serve_state_path(p).write_text(st.model_dump_json())
+    entry, sm = registry.resolve("prod", p)
+    assert entry.is_remote and entry.engine == "vllm" and entry.model == "prod" and sm is not None
+    monkeypatch.setenv("SFTLOOP_BACKEND", "hf")
+    assert registry.resolve("prod", p)[1] is None
+    monkeypatch.delenv("SFTLOOP_BACKEND")
+    registry.put("prod", ModelEntry(base_model="smollm2-135m-instruct", adapter="runs/x/adapter"), p)
+    assert registry.resolve("prod", p)[1] is None  # the entry changed since the server started
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    registry.local_path(p).unlink()
+    st.entries["prod"].pid = dead.pid
+    registry.serve_state_path(p).write_text(st.model_dump_json())
+    assert registry.serve_state(p) is None and registry.resolve("prod", p)[1] is None
 
 
 def test_invalid_entries(tmp_path):
