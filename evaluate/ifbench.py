@@ -46,14 +46,20 @@ def _patched():
     return evaluate_output_for_sample, IFBenchSample
 
 
+def _resource(e: LookupError) -> str:
+    """The resource name out of NLTK's boxed LookupError text ('Resource stopwords not found.')."""
+    m = re.search(r"Resource\s+(\S+)\s+not found", str(e))
+    return m.group(1) if m else (str(e).strip("* \n").splitlines() or ["unknown resource"])[0]
+
+
 def check(prompt: str, spec: dict, response: str, key: str = "") -> dict:
     """{'strict': bool|None, 'loose': bool|None, 'error': str|None} for one IFBench item."""
     evaluate_output_for_sample, IFBenchSample = _patched()
     sample = IFBenchSample(key=key, prompt=prompt, instruction_id_list=spec["instruction_id_list"], kwargs=spec["kwargs"])
     try:
         _, scores = evaluate_output_for_sample("ifbench", sample, response)
-    except LookupError as e:  # an NLTK resource we cannot have here
-        return {"strict": None, "loose": None, "error": f"needs NLTK data: {str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}"}
+    except LookupError as e:  # an NLTK resource we cannot have here (never downloaded: see _patched)
+        return {"strict": None, "loose": None, "error": f"needs NLTK data not installed here: {_resource(e)}"}
     except Exception as e:  # noqa: BLE001 - a checker bug must not count as a pass
         return {"strict": None, "loose": None, "error": f"{type(e).__name__}: {e}"}
     return {"strict": scores.binary_strict == 1.0, "loose": scores.binary_loose == 1.0, "error": None}
