@@ -22,6 +22,7 @@ from sftloop.backends import Cache, Deadline, backend_for
 from sftloop.evaluate.checks import is_refusal, run_checks
 from sftloop.evaluate.rules import Check, apply_rules, no_information, verdict
 from sftloop.evaluate.stats import ks_2samp, mean_ci
+from sftloop.progress import progress, stage
 from sftloop import assets
 
 __all__ = ["Check", "GateResult", "evaluate_gate", "load_gate_config", "measure", "select_golden", "write_reports"]
@@ -104,6 +105,30 @@ def _turn2(chosen: list[G.GoldenItem]) -> dict[str, tuple[str, str | None]]:
             for i in chosen if "mtbench" in i.tags and len(qs.get(i.id, {}).get("turns", [])) > 1}
 
 
+class _Stages:
+    """`gate: <stage> ...` / `... done in N s` lines (sftloop.progress.stage), one stage after the other."""
+
+    def __init__(self, cmd: str = "gate") -> None:
+        self.cmd, self._cm = cmd, None
+
+    def next(self, name: str | None) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+            self._cm = None
+        if name:
+            self._cm = stage(self.cmd, name)
+            self._cm.__enter__()
+
+
+def _batched(fn, xs: list, desc: str, *args, size: int = 16) -> list:
+    """`fn(chunk, *args)` over `xs` in chunks: a progress line with an ETA (a tqdm bar only on a TTY)."""
+    out: list = []
+    chunks = [xs[s:s + size] for s in range(0, len(xs), size)]
+    for ch in progress(chunks, total=len(chunks), desc=desc, unit="batch"):
+        out += fn(ch, *args)
+    return out
+
+
 def _latency(b) -> str:
     t = getattr(b, "timing", {}).get("chat")
     return f"{t[0] / t[1]:.2f} s/answer over {t[1]} new" if t and t[1] else "from cache (not measured)"
@@ -114,9 +139,10 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     """Every measurement the rules read (see `evaluate.rules.RULES[*].reads`)."""
     nan = float("nan")
     convs = [i.messages for i in chosen]
-    log(f"gate: {len(chosen)} golden prompts: generating with both models")
-    cand_ans = cand_b.chat(convs, prof.max_new_tokens)
-    prod_ans = prod_b.chat(convs, prof.max_new_tokens)
+    st = _Stages()
+    st.next(f"golden answers ({len(chosen)} prompts, both models)")
+    cand_ans = _batched(cand_b.chat, convs, "gate: candidate answers", prof.max_new_tokens)
+    prod_ans = _batched(prod_b.chat, convs, "gate: prod answers", prof.max_new_tokens)
     units = [Unit(i, 1, i.reference, i.messages, i.messages) for i in chosen]
     answers = [(c, p) for c, p in zip(cand_ans, prod_ans)]
     if prof.mtbench_turn2:
@@ -128,8 +154,9 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
               for k in idx]
         if idx:
             deadline.check("MT-Bench turn 2")
-            log(f"gate: MT-Bench turn 2 for {len(idx)} questions (each model's own turn-1 answer in the history)")
-            a2c, a2p = cand_b.chat(c2, prof.max_new_tokens), prod_b.chat(p2, prof.max_new_tokens)
+            st.next(f"MT-Bench turn 2 ({len(idx)} questions, each model's own turn-1 answer in the history)")
+            a2c = _batched(cand_b.chat, c2, "gate: candidate turn 2", prof.max_new_tokens)
+            a2p = _batched(prod_b.chat, p2, "gate: prod turn 2", prof.max_new_tokens)
             for k, cc, pc, ac, ap in zip(idx, c2, p2, a2c, a2p):
                 units.append(Unit(chosen[k], 2, t2[chosen[k].id][1], cc, pc))
                 answers.append((ac, ap))
@@ -151,15 +178,21 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
 
     # Layer 1: deterministic checks (turn 1) + reference-guided grading (every unit with a reference)
     deadline.check("grading")
-    fmt_c, fmt_p = [], []
+    fmt_c, fmt_p, chk_c, chk_p = [], [], [], []
     for k, i in enumerate(chosen):
-        fmt_c += list(run_checks(i.checks, cand_ans[k]).values())
-        fmt_p += list(run_checks(i.checks, prod_ans[k]).values())
+        chk_c.append(run_checks(i.checks, cand_ans[k]))
+        chk_p.append(run_checks(i.checks, prod_ans[k]))
+        fmt_c += list(chk_c[-1].values())
+        fmt_p += list(chk_p[-1].values())
     graded = [k for k, u in enumerate(units) if u.reference]
-    log(f"gate: grading {len(graded)} answers per model against references")
+    st.next(f"grading ({len(graded)} answers per model against references)")
     refs = [units[k].reference or "" for k in graded]
-    g_c = J.grade(judge_b, [_render(units[k].cand_conv) for k in graded], [cand_all[k] for k in graded], refs, prof.reasoning_tokens)
-    g_p = J.grade(judge_b, [_render(units[k].prod_conv) for k in graded], [prod_all[k] for k in graded], refs, prof.reasoning_tokens)
+
+    def _grade(rows: list[tuple[str, str, str]]) -> list:
+        return J.grade(judge_b, [q for q, _, _ in rows], [a for _, a, _ in rows], [r for _, _, r in rows], prof.reasoning_tokens)
+
+    g_c = _batched(_grade, [(_render(units[k].cand_conv), cand_all[k], r) for k, r in zip(graded, refs)], "gate: grading candidate")
+    g_p = _batched(_grade, [(_render(units[k].prod_conv), prod_all[k], r) for k, r in zip(graded, refs)], "gate: grading prod")
     golden_items = [{"id": units[k].item.id, "turn": units[k].turn, "category": units[k].item.category.split(":")[0],
                      "cand": gc.score if gc else nan, "prod": gp.score if gp else nan,
                      "identical": cand_all[k].strip() == prod_all[k].strip()}
@@ -167,11 +200,11 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
 
     # Layer 2: pairwise with swap, calibration, injection
     deadline.check("pairwise judging")
-    log("gate: pairwise judging (both orders; identical answers are ties without asking)")
+    st.next(f"pairwise judging ({len(questions)} pairs, both orders; identical answers are ties without asking)")
     pw = J.pairwise(judge_b, questions, pw_c, pw_p)
     pws = pw.summary()
     cal_pairs = J.hhh_pairs(assets.path("bigbench-probes"), prof.calibration_pairs or None)
-    log(f"gate: judge calibration on {len(cal_pairs)} human preference pairs")
+    st.next(f"judge calibration ({len(cal_pairs)} human preference pairs) and injection")
     cal = J.calibrate(judge_b, cal_pairs)
     n_inj = min(prof.injection_cases, len(questions))
     inj = J.injection_flip_rate(judge_b, questions[:n_inj], pw_c[:n_inj], pw_p[:n_inj], pw)
@@ -188,7 +221,7 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
                                               "run the probes on a local (hf) registry entry of the same weights"}
             continue
         its = P.load_task(assets.path("bigbench-probes"), task, prof.probe_items)
-        log(f"gate: probe {task} ({len(its)} items)")
+        st.next(f"probe {task} ({len(its)} items)")
         probe_res[task] = P.compare(P.score(cand_b, its), P.score(prod_b, its))
         probe_res[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its) / len(its) if its else nan
 
@@ -196,6 +229,7 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     from sftloop.evaluate import ifbench
 
     ifb = [k for k, i in enumerate(chosen) if "ifbench" in i.checks]
+    st.next(f"IFBench checks ({len(ifb)} items)" if ifb else None)
     ifb_c = [ifbench.check(chosen[k].messages[-1]["content"], chosen[k].checks["ifbench"], cand_ans[k]) for k in ifb]
     ifb_p = [ifbench.check(chosen[k].messages[-1]["content"], chosen[k].checks["ifbench"], prod_ans[k]) for k in ifb]
     usable = [j for j in range(len(ifb)) if ifb_c[j]["strict"] is not None and ifb_p[j]["strict"] is not None]
@@ -205,6 +239,10 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
         probe_res["ifbench_strict"].update(note="acc = strict, acc_norm = loose", chance=0.0)
     ifbench_info = {"items": len(ifb), "evaluated": len(usable),
                     "not_evaluated": [ifb_c[j]["error"] or ifb_p[j]["error"] for j in range(len(ifb)) if j not in usable]}
+    if ifbench_info["not_evaluated"]:  # one clear line; nothing is downloaded (ifbench.py)
+        log(f"gate: IFBench: {len(ifbench_info['not_evaluated'])} of {len(ifb)} items not evaluated: "
+            + "; ".join(sorted(set(ifbench_info["not_evaluated"]))))
+    st.next(None)
 
     # Handbook lines: false refusals on items that must be answered, output length, latency
     must = [k for k, i in enumerate(chosen) if "support" in i.tags]
@@ -236,6 +274,14 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
         "latency_note": f"latency candidate {_latency(cand_b)}, prod {_latency(prod_b)}",
         "examples": [{"id": units[k].item.id, "turn": units[k].turn, "candidate": cand_all[k], "prod": prod_all[k]}
                      for k in range(min(5, len(units)))],
+        # every answer pair, with its deterministic checks (turn 1) and judge grades: the report's examples
+        "answers": [{"id": u.item.id, "turn": u.turn, "category": u.item.category.split(":")[0],
+                     "support": "support" in u.item.tags, "prompt": u.cand_conv[-1]["content"],
+                     "candidate": cand_all[k], "prod": prod_all[k],
+                     "checks": {"candidate": chk_c[k], "prod": chk_p[k]} if u.turn == 1 else {},
+                     "grade": next(({"candidate": g["cand"], "prod": g["prod"]} for g in golden_items
+                                    if g["id"] == u.item.id and g["turn"] == u.turn), None)}
+                    for k, u in enumerate(units)],
         "sizes": {"golden": len(chosen), "answers": len(units), "turn2": sum(u.turn == 2 for u in units),
                   "graded": len(graded), "probe_items_per_task": prof.probe_items,
                   "calibration_pairs": len(cal_pairs), "injection_cases": n_inj},
@@ -262,7 +308,7 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
     details = {
         "profile": profile, "candidate": candidate, "prod": prod, "judge": cfg.judge, "golden_manifest": manifest,
         **{k: m[k] for k in ("sizes", "turns", "format", "pairwise", "calibration", "injection", "probes", "ifbench",
-                             "refusal", "lengths", "latency_note", "examples")},
+                             "refusal", "lengths", "latency_note", "examples", "answers")},
         "golden": {"candidate": mean_ci([g["cand"] for g in m["golden"]["items"]]),
                    "prod": mean_ci([g["prod"] for g in m["golden"]["items"]]),
                    "grading_errors": m["golden"]["grading_errors"],
