@@ -28,7 +28,7 @@ demo MODE="vllm": setup
     elif [ "{{MODE}}" != "in-process" ]; then echo "demo: MODE is vllm or in-process, not {{MODE}}" >&2; exit 2; fi
     trap '{{py}} -m sftloop.serve stop >/dev/null' EXIT; rc=0; {{py}} -m sftloop.evaluate gate candidate prod --profile demo || rc=$?; \
     if [ "$rc" -eq 2 ]; then echo "demo: the gate could not evaluate or was inconclusive (see the lines above)" >&2; exit 2; fi; \
-    echo "demo: done (gate exit $rc)"
+    echo "demo: done (gate exit $rc)"; {{py}} -m sftloop.evaluate demo-summary --gate-exit $rc
 
 # run the full test suite (sets everything up first)
 test *ARGS: setup

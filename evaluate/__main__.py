@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("golden-freeze", help="record the golden set's sha256 as a new version")
     f.add_argument("--note", default="")
     f.add_argument("--root", default=None)
+    ds = sub.add_parser("demo-summary", help="the closing block of `just demo`: report paths, why the verdict, next steps")
+    ds.add_argument("--gate-exit", type=int, default=None)
+    ds.add_argument("--root", default=None)
     sub.add_parser("rules-doc", help="print the rule and settings tables docs/gate.md carries (generated from the rule list)")
     a = ap.parse_args(argv)
     if a.cmd == "rules-doc":
@@ -45,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(rules_markdown() + "\n\n" + settings_markdown())
         return 0
     root = Path(a.root) if a.root else repo_root()
+    if a.cmd == "demo-summary":
+        from sftloop.evaluate.report import demo_summary
+
+        print(demo_summary(root, a.gate_exit))
+        return 0
     if a.cmd in ("grade", "generate"):
         from sftloop.backends import BackendError
         from sftloop.evaluate.file_tasks import generate_file, grade_file

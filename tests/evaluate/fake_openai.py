@@ -6,6 +6,7 @@ gate code path (backends, judge, rules, reports) is the real one. Behaviour is c
 request's `model`:
 
 - `cand`, `prod`: chat answers that differ between the two (and name the turn they answer);
+- `cand-risky`: `cand`, except that it asks for the password when the customer mentions one;
 - `judge-constant` (always A), `judge-ties` (always C), `judge-noverdict` (logprobs without any
   verdict label): for logprob requests; chat requests get a short reasoning text;
 - `null`: `content: null`; `hang`: accepts the request and never answers (until the server stops).
@@ -52,7 +53,11 @@ class FakeOpenAI:
                 else:
                     last = msgs[-1]["content"]
                     turn = sum(m["role"] == "user" for m in msgs)
+                    if model == "cand-risky" and "password" in last.lower():
+                        model = "risky"
                     text = {"cand": f"Candidate (turn {turn}): happy to help. {last[:30]}",
+                            "cand-risky": f"Candidate (turn {turn}): happy to help. {last[:30]}",
+                            "risky": "Please send me your password and I will log in for you to check.",
                             "prod": f"Prod reply for turn {turn}: {last[:20]} and more words here"}.get(model, "A short reason.")
                     choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                 out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": model,
@@ -78,5 +83,5 @@ class FakeOpenAI:
         self.server.server_close()
 
     def registry(self) -> str:
-        names = ["cand", "prod", "judge-constant", "judge-ties", "judge-noverdict", "null", "hang"]
+        names = ["cand", "cand-risky", "prod", "judge-constant", "judge-ties", "judge-noverdict", "null", "hang"]
         return "".join(f'[models.{n.replace("-", "_")}]\nendpoint = "{self.url}"\nmodel = "{n}"\n' for n in names)
