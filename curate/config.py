@@ -67,6 +67,10 @@ class PipelineConfig(BaseModel):
     stages: list[StageConfig]
     split: SplitSpec = Field(default_factory=SplitSpec)
     length_reference: LengthReference | None = None  # lengths vs serving (curate.lengths)
+    # where the shard tasks run (curate.executors); how it ran, not what it made: not in the version id
+    executor: Literal["local", "processes", "ray"] = "local"
+    address: str | None = None  # ray: "auto" or a cluster URL; none starts a local cluster
+    workers: int | None = Field(None, ge=1)  # processes / a local Ray cluster (default: all cores)
 
 
 def error_key(err: dict) -> str:
@@ -216,7 +220,7 @@ def _has_chat_template(d: Path) -> bool:
 
 
 def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
-    d = cfg.model_dump(exclude={"stages", "shard_rows"})  # how it ran, not what it made
+    d = cfg.model_dump(exclude={"stages", "shard_rows", "executor", "address", "workers"})  # how it ran, not what it made
     d["stages"] = [s.model_dump(exclude={"max_drop_share"}) for s in cfg.stages]  # a guard, not what it made
     if d.get("length_reference") is None:  # unset: version ids of existing configs stay as they were
         d.pop("length_reference", None)

@@ -14,7 +14,6 @@ The runner does the accounting datatrove-style: each stage reports in/out/droppe
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -28,14 +27,17 @@ import polars as pl
 from sftloop.curate.config import PipelineConfig
 from sftloop.curate.sources import InputError, SourceConfig, iter_source, resolve_paths
 from sftloop.curate.split import assign_splits
-from sftloop.curate.stages.base import BORDERLINE_SCHEMA, Context, StageConfig
+from sftloop.curate.executors import Executor, ExecutorConfig, make_executor
+from sftloop.curate.shard_tasks import (EXCLUDED_SCHEMA, RowTask, ShardOut, fold_helpers_into_meta, run_features_task,
+                                        run_row_task, run_split_task, shared_cache)
+from sftloop.curate.stages.base import (BORDERLINE_SCHEMA, Context, GlobalStage, StageConfig, merge_counters,
+                                        merge_info)
 from sftloop.curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
 from sftloop.curate.text import contents
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
 ROW_GROUP = 65_536
-EXCLUDED_SCHEMA = {"_row": pl.UInt32, **PARQUET_SCHEMA, "stage": pl.String, "reason": pl.String, "rep_id": pl.String}
-CONSTANT_REPORT_KEYS = {"eval_items", "max_tokens", "tokenizer"}  # the same in every shard's report: not summed
+__all__ = ["EXCLUDED_SCHEMA", "DropShareError", "RunResult", "StageStats", "finalise", "load_sources", "run"]
 
 
 @dataclass
@@ -58,15 +60,17 @@ class RunResult:
     rows_in: int
     reports: dict
     borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
+    tasks: dict[str, list[ShardOut]] = field(default_factory=dict)  # per stage: each shard task's figures
 
 
 class _Shards:
     """Numbered Parquet files under one directory."""
 
-    def __init__(self, root: Path, name: str):
+    def __init__(self, root: Path, name: str, clear: bool = True):
         self.dir = root / name
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        if clear:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.paths: list[Path] = []
 
     def write(self, df: pl.DataFrame) -> None:
@@ -119,21 +123,6 @@ def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path,
     return out.paths, stats, n
 
 
-def merge_report(a: dict | None, b: dict) -> dict:
-    """Per-shard reports of a row stage, combined: numbers add up (except constants), dicts merge."""
-    if a is None:
-        return b
-    out = dict(a)
-    for k, v in b.items():
-        if k in out and isinstance(v, dict) and isinstance(out[k], dict):
-            out[k] = merge_report(out[k], v)
-        elif k in out and isinstance(v, (int, float)) and not isinstance(v, bool) and k not in CONSTANT_REPORT_KEYS:
-            out[k] = out[k] + v
-        else:
-            out[k] = v
-    return out
-
-
 def _texts_of(shards: list[Path], rows: np.ndarray):
     """texts_of(feature indices) -> Series of full conversation texts, read back from the shards."""
     def get(idx: np.ndarray) -> pl.Series:
@@ -144,34 +133,66 @@ def _texts_of(shards: list[Path], rows: np.ndarray):
     return get
 
 
-def _run_row_stage(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards) -> list[str]:
-    reasons: list[str] = []
-    report = None
-    for sh in shards:
-        df = pl.read_parquet(sh)
-        ctx.reports.pop(stage.name, None)
-        res = stage.apply(df, ctx)
-        if res.kept.height + res.dropped.height != df.height:
-            raise AssertionError(f"stage {stage.name}: in {df.height} != out {res.kept.height} + dropped {res.dropped.height}")
-        if stage.name in ctx.reports:
-            report = merge_report(report, ctx.reports[stage.name])
-        kept.write(res.kept)
-        _write_excluded(df, res.dropped, stage.name, excluded)
-        reasons.extend(res.dropped["reason"].to_list())
-    if report is not None:
-        ctx.reports[stage.name] = report
-    return reasons
+@dataclass
+class StepOut:
+    """One stage over all shards, as the driver books it."""
+
+    kept: list[Path]
+    excluded: list[Path]
+    reasons: Counter
+    tasks: list[ShardOut]
+    features_bytes: int = 0
 
 
-def _run_global_stage(stage, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards) -> list[str]:
-    feats = pl.concat([stage.features(pl.read_parquet(sh), ctx) for sh in shards], how="vertical_relaxed")
+def _tasks(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards, tag: str,
+           local: bool) -> list[RowTask]:
+    return [RowTask(stage, str(sh), str(kept.dir), str(excluded.dir), tag, ctx.settings(),
+                    progress=ctx.progress and local) for sh in shards]
+
+
+def _book(outs: list[ShardOut], stage: StageConfig, ctx: Context) -> tuple[list[Path], list[Path], Counter]:
+    """Shard results in shard order: kept and excluded files, reasons, and the stage's merged report."""
+    counters: dict = {}
+    info: dict = {}
+    reasons: Counter = Counter()
+    for o in outs:
+        if o.rows_kept + sum(o.reasons.values()) != o.rows_in:
+            raise AssertionError(f"stage {stage.name} on {o.shard}: in {o.rows_in} != out {o.rows_kept} "
+                                 f"+ dropped {sum(o.reasons.values())}")
+        counters = merge_counters(counters, o.counters, stage.name)
+        info = merge_info(info, o.info, stage.name)
+        reasons.update(o.reasons)
+    if counters or info:
+        ctx.reports[stage.name] = {**info, **counters}
+    return ([Path(o.kept) for o in outs if o.kept], [Path(o.excluded) for o in outs if o.excluded], reasons)
+
+
+def _run_row_stage(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards,
+                   ex: Executor, tag: str) -> StepOut:
+    outs = ex.map(run_row_task, _tasks(stage, shards, ctx, kept, excluded, tag, ex.kind == "local"),
+                  f"curate: {stage.name}")
+    k, e, reasons = _book(outs, stage, ctx)
+    return StepOut(k, e, reasons, outs)
+
+
+def _run_global_stage(stage: GlobalStage, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards,
+                      ex: Executor, tag: str) -> StepOut:
+    """Features per shard as tasks; `decide` on the driver from the narrow features; the split per shard as tasks."""
+    tasks = _tasks(stage, shards, ctx, kept, excluded, tag, ex.kind == "local")
+    fouts = ex.map(run_features_task, tasks, f"curate: {stage.name} features")
+    feats = pl.concat([pl.read_parquet(o.features) for o in fouts], how="vertical_relaxed")
+    fbytes = sum(Path(o.features).stat().st_size for o in fouts)
     dropped = stage.decide(feats, ctx, _texts_of(shards, feats["_row"].to_numpy()))
-    for sh in shards:
-        df = pl.read_parquet(sh)
-        mine = dropped.join(df.select("_row"), on="_row", how="semi")
-        kept.write(df.join(mine.select("_row"), on="_row", how="anti", maintain_order="left"))
-        _write_excluded(df, mine, stage.name, excluded)
-    return dropped["reason"].to_list()
+    owner = pl.concat([pl.DataFrame({"_row": pl.read_parquet(o.features, columns=["_row"])["_row"].cast(pl.UInt32),
+                                     "_shard": pl.Series([i] * o.rows_in, dtype=pl.Int64)}) for i, o in enumerate(fouts)])
+    tagged = dropped.with_columns(pl.col("_row").cast(pl.UInt32)).join(owner, on="_row", how="left", maintain_order="left")
+    for t, part in zip(tasks, [tagged.filter(pl.col("_shard") == i).drop("_shard") for i in range(len(tasks))]):
+        t.dropped = part
+    outs = ex.map(run_split_task, tasks, f"curate: {stage.name} split")
+    for o in fouts:
+        Path(o.features).unlink(missing_ok=True)
+    k, e, _ = _book(outs, stage, ctx)
+    return StepOut(k, e, Counter(dropped["reason"].to_list()), outs + fouts, fbytes)
 
 
 class DropShareError(RuntimeError):
@@ -194,13 +215,6 @@ def check_drop_share(i: int, stage: StageConfig, st: StageStats) -> None:
         f"Nothing was published. If this is intended, set `max_drop_share = {allow}` in that stage's [[stages]] table.")
 
 
-def _write_excluded(df: pl.DataFrame, dropped: pl.DataFrame, stage: str, excluded: _Shards) -> None:
-    if dropped.height:
-        extra = [c for c in dropped.columns if c not in df.columns and c not in ("reason", "rep_id")]  # e.g. a score
-        full = df.join(dropped, on="_row", how="inner").select(*df.columns, *extra, "reason", "rep_id")
-        excluded.write(_fold_helpers_into_meta(full.with_columns(stage=pl.lit(stage))).select(list(EXCLUDED_SCHEMA)))
-
-
 def _check_input(src_stats: list[dict], rows_in: int, n_rows: int, first_errors: list[str]) -> None:
     """An empty input, or one where every row was quarantined, is not a dataset: `InputError`
     (the CLI exits 2 and publishes nothing)."""
@@ -212,11 +226,27 @@ def _check_input(src_stats: list[dict], rows_in: int, n_rows: int, first_errors:
                          "nothing published")
 
 
-def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
+def executor_config(cfg: PipelineConfig) -> ExecutorConfig:
+    return ExecutorConfig(kind=cfg.executor, address=cfg.address, workers=cfg.workers)
+
+
+def run(cfg: PipelineConfig, workdir: Path, progress: bool = True, executor: Executor | None = None) -> RunResult:
+    """Read, then every stage shard by shard on `executor` (default: the one the config names, closed at
+    the end); the driver keeps the books."""
+    ex = executor or make_executor(executor_config(cfg))
+    try:
+        return _run(cfg, workdir, progress, ex)
+    finally:
+        if executor is None:
+            ex.close()
+
+
+def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     qpath = workdir / "quarantine.jsonl"
     qpath.unlink(missing_ok=True)
-    ctx = Context(seed=cfg.seed, tokenizer=cfg.tokenizer, embedding_model=cfg.embedding_model, progress=progress)
+    settings = {"seed": cfg.seed, "tokenizer": cfg.tokenizer, "embedding_model": cfg.embedding_model}
+    ctx = Context(**settings, progress=progress, _cache=shared_cache(settings))
     t0 = time.time()
     first_errors: list[str] = []
     shards, src_stats, n_rows = load_sources(cfg, qpath, workdir, first_errors)
@@ -229,47 +259,37 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True) -> RunResult:
     if n_rows != rows_in - quarantined:  # pair extraction changes the count: say so in the funnel
         funnel.append(StageStats("pairs", rows_in - quarantined, n_rows, 0, 0.0,
                                  {"expanded_by_pairs": n_rows - (rows_in - quarantined)}))
-    excluded = _Shards(workdir, "excluded")
+    excluded = _Shards(workdir, "excluded", clear=False)
+    excluded_paths: list[Path] = []
+    tasks: dict[str, list[ShardOut]] = {}
     n = n_rows
     prev_dir: Path | None = None
     for i, stage in enumerate(cfg.stages):
         t = time.time()
-        kept = _Shards(workdir, f"stage-{i:02d}")
+        kept = _Shards(workdir, f"stage-{i:02d}", clear=False)
         runner = _run_global_stage if stage.needs_all_rows else _run_row_stage
-        reasons = runner(stage, shards, ctx, kept, excluded) if shards else []
-        n_out = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in kept.paths)
-        if n_out + len(reasons) != n:
-            raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {len(reasons)}")
-        funnel.append(StageStats(stage.name, n, n_out, len(reasons), time.time() - t, dict(Counter(reasons).most_common())))
+        step = runner(stage, shards, ctx, kept, excluded, ex, f"{i:02d}") if shards else StepOut([], [], Counter(), [])
+        n_drop = sum(step.reasons.values())
+        n_out = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in step.kept)
+        if n_out + n_drop != n:
+            raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {n_drop}")
+        funnel.append(StageStats(stage.name, n, n_out, n_drop, time.time() - t, dict(step.reasons.most_common())))
+        tasks[stage.name] = step.tasks
         if progress:
-            print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {len(reasons):>6}  ({time.time() - t:.1f}s)")
+            print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {n_drop:>6}  ({time.time() - t:.1f}s)")
         check_drop_share(i, stage, funnel[-1])
         if prev_dir is not None:  # the previous stage's kept shards are consumed
             shutil.rmtree(prev_dir, ignore_errors=True)
         prev_dir = kept.dir
-        shards, n = kept.paths, n_out
+        shards, n = step.kept, n_out
+        excluded_paths += step.excluded
     if n == 0:
         drops = "; ".join(f"{st.stage} dropped {st.dropped}" + (f" ({next(iter(st.reasons))} ...)" if st.reasons else "")
                           for st in funnel if st.dropped)
         raise InputError(f"no row survived the stages ({n_rows} read): {drops}; nothing published")
     borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
                   if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
-    return RunResult(shards, excluded.paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline)
-
-
-def _fold_helpers_into_meta(df: pl.DataFrame) -> pl.DataFrame:
-    """Helper columns stages added (n_tokens, lang, refusal) go into meta; the record schema stays fixed."""
-    helpers = [c for c in ("n_tokens", "lang", "refusal", "label_leakage") if c in df.columns]
-    if not helpers:
-        return df
-    metas = []
-    for row in df.select("meta", *helpers).iter_rows(named=True):
-        m = json.loads(row["meta"]) if row["meta"] else {}
-        for h in helpers:
-            if row[h] is not None:
-                m[h] = row[h]
-        metas.append(json.dumps(m, ensure_ascii=False, sort_keys=True))
-    return df.with_columns(meta=pl.Series(metas, dtype=pl.String)).drop(helpers)
+    return RunResult(shards, excluded_paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline, tasks)
 
 
 def finalise(cfg: PipelineConfig, res: RunResult, out_dir: Path) -> dict[str, Path]:
@@ -285,7 +305,7 @@ def finalise(cfg: PipelineConfig, res: RunResult, out_dir: Path) -> dict[str, Pa
     tmp = out_dir / ".pieces"
     tmp.mkdir(exist_ok=True)
     for k, sh in enumerate(res.shards):  # shards hold rows in input order, so each part keeps input order
-        df = _fold_helpers_into_meta(pl.read_parquet(sh)).join(labels, on="_row", how="left", maintain_order="left")
+        df = fold_helpers_into_meta(pl.read_parquet(sh)).join(labels, on="_row", how="left", maintain_order="left")
         for name in paths:
             pieces[name].append(tmp / f"{name}-{k:05d}.parquet")
             df.filter(pl.col("_split") == name).select(list(PARQUET_SCHEMA)).write_parquet(pieces[name][-1])

@@ -28,6 +28,14 @@ class Context:
     borderline: list[pl.DataFrame] = field(default_factory=list)  # near-dup pairs near a threshold, for review
     _cache: dict[str, Any] = field(default_factory=dict)
 
+    def settings(self) -> dict[str, Any]:
+        """What a task on another process needs to rebuild this context (caches are rebuilt there)."""
+        return {"seed": self.seed, "tokenizer": self.tokenizer, "embedding_model": self.embedding_model}
+
+    def for_task(self, progress: bool | None = None) -> "Context":
+        """A context for one shard's task: the same settings and caches, its own reports."""
+        return Context(**self.settings(), progress=self.progress if progress is None else progress, _cache=self._cache)
+
     def tokenizer_obj(self):
         if "tok" not in self._cache:
             from transformers import AutoTokenizer
@@ -72,8 +80,25 @@ def keep_rank(feats: pl.DataFrame) -> np.ndarray:
 
 @dataclass
 class StageResult:
+    """What a stage did to one shard. The stage owns its report: `counters` are numbers (or dicts of
+    numbers) that the runner sums over shards; `info` is what is the same in every shard (settings,
+    reference sizes), checked equal and kept once. The runner knows no stage by name."""
+
     kept: pl.DataFrame
     dropped: pl.DataFrame  # columns: _row, reason, rep_id (nullable str)
+    counters: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return {**self.info, **self.counters}
+
+    def reported(self, ctx: "Context", name: str, counters: dict[str, Any] | None = None,
+                 info: dict[str, Any] | None = None) -> "StageResult":
+        """Attach this shard's report; `ctx.reports[name]` gets it too, for a caller of `apply` on one frame."""
+        self.counters, self.info = dict(counters or {}), dict(info or {})
+        ctx.reports[name] = self.report
+        return self
 
     @staticmethod
     def split(df: pl.DataFrame, reason: pl.Expr | None, rep_id: pl.Expr | None = None) -> "StageResult":
@@ -191,3 +216,26 @@ class GlobalStage(StageConfig):
         texts = df.select(t=contents(None))["t"]
         dropped = self.decide(feats, ctx, lambda idx: texts.gather(idx))
         return StageResult(df.filter(~pl.col("_row").is_in(dropped["_row"].implode())), dropped)
+
+
+def merge_counters(a: dict[str, Any], b: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Two shards' counters, summed key by key (dicts recursively; keys keep first-seen order)."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = merge_counters(out[k], v, f"{where}.{k}")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(out[k], (int, float)):
+            out[k] = out[k] + v
+        else:
+            raise TypeError(f"stage report counter {where}.{k}: cannot add {out[k]!r} and {v!r} (put it in info)")
+    return out
+
+
+def merge_info(a: dict[str, Any], b: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Two shards' constant info: every key they share must be equal."""
+    for k, v in b.items():
+        if k in a and a[k] != v:
+            raise AssertionError(f"stage report info {where}.{k} differs between shards: {a[k]!r} != {v!r}")
+    return {**a, **b}

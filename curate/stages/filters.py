@@ -13,6 +13,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from sftloop.curate.language import detect_languages
+from sftloop.curate.rules import refusal_match, truncation_reason
 from sftloop.curate.stages.base import Context, FieldError, StageConfig, StageResult
 from sftloop.curate.text import contents
 from sftloop.schema import content_id
@@ -93,15 +94,14 @@ class TokenLimit(StageConfig):
                 fits = fit_prefixes(tok, [batch[j] for j in over], [texts[j] for j in over],
                                     [[e for _, e in enc["offset_mapping"][j]] for j in over], self.max_tokens)
                 kept_turns.update({i + j: fit for j, fit in zip(over, fits)})
-        report = {"tokenizer": ctx.tokenizer, "max_tokens": self.max_tokens, "mode": self.mode}
+        info, report = {"tokenizer": ctx.tokenizer, "max_tokens": self.max_tokens, "mode": self.mode}, {}
         if truncate:
             df, counts, report = self._truncate(df, msgs, counts, kept_turns, report)
         df = df.with_columns(n_tokens=pl.Series(counts, dtype=pl.Int32))
-        ctx.reports["token_limit"] = report
         over = (pl.lit("token_limit:first_turn_too_long") if truncate else pl.lit(f"token_limit:>{self.max_tokens}"))
         reason = (pl.when(pl.col("n_tokens") > self.max_tokens).then(over)
                   .when(pl.col("n_tokens") < self.min_tokens).then(pl.lit(f"token_limit:<{self.min_tokens}")))
-        return StageResult.split(df, reason)
+        return StageResult.split(df, reason).reported(ctx, self.name, counters=report, info=info)
 
     def _truncate(self, df: pl.DataFrame, msgs: list, counts: list[int], kept_turns: dict, report: dict):
         """Replace each row over the limit by its longest fitting prefix (rows with none keep their count,
@@ -288,22 +288,6 @@ class Parroting(StageConfig):
 
 # ---------------------------------------------------------------- truncation
 
-TERMINAL = tuple(".!?:;)]}\"'`*»”’…>|") + ("```",)
-LIST_OR_CODE_LINE = re.compile(r"^\s*(?:[-*+•]|\d+[.)]|#|\||//|<|[A-Za-z_][\w.]*\s*[=(:{])")
-
-
-def truncation_reason(text: str, min_words_last_line: int = 6) -> str | None:
-    t = text.rstrip()
-    if t.count("```") % 2 == 1:
-        return "truncated:open_code_fence"
-    if not t or t.endswith(TERMINAL) or not t[-1].isalnum() and t[-1] not in ",-":
-        return None
-    last = t.rsplit("\n", 1)[-1]
-    if LIST_OR_CODE_LINE.match(last) or len(last.split()) < min_words_last_line:
-        return None
-    return "truncated:mid_sentence"
-
-
 class Truncated(StageConfig):
     """Drop conversations whose assistant replies end mid-sentence or inside an open code fence.
 
@@ -326,26 +310,40 @@ class Truncated(StageConfig):
 
 # ---------------------------------------------------------------- refusals and boilerplate
 
-REFUSAL = re.compile(
-    r"\b(?:as an ai(?: language)? model|as a language model|i(?:'m| am) (?:just )?an ai\b|"
-    r"i (?:cannot|can't|am unable to|am not able to) (?:browse|provide|fulfill|assist|help with|access|generate)|"
-    r"i'?m sorry,? but (?:i|as an)|my knowledge cutoff|i do not have (?:personal )?(?:opinions|feelings|the ability))",
-    re.I,
-)
-
-
 class Refusal(StageConfig):
-    """Refusal / boilerplate replies ("As an AI language model ..."): `mode = "filter"` drops, `"flag"` marks meta."""
+    """Refusal / boilerplate replies ("As an AI language model ...", "I can't assist with that"), the one
+    definition in `curate/rules.py` that mining uses too.
+
+    `scope = "last"` (default) checks the last assistant reply, the one that is trained; `"any"` checks
+    every assistant reply. `mode = "filter"` drops; `"flag"` keeps the row and marks meta `refusal: true`.
+    A dropped row's meta says which message (`turn`, 0-based index into `messages`) and which phrase
+    matched: `{"refusal": {"turn": 3, "phrase": "As an AI language model"}}` in excluded.parquet.
+    """
 
     type: Literal["refusal"] = "refusal"
-    expected_drop_share: ClassVar[float] = 0.025  # ShareGPT demo: 2.5 %
+    expected_drop_share: ClassVar[float] = 0.025  # ShareGPT demo, scope "any": 2.5 % (docs/curate.md)
     mode: Literal["filter", "flag"] = "filter"
+    scope: Literal["last", "any"] = "last"
+
+    def match(self, messages: list[dict]) -> dict | None:
+        """{"turn", "phrase"} of the first refusal in scope, or None."""
+        turns = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+        for k in turns[-1:] if self.scope == "last" else turns:
+            phrase = refusal_match(messages[k]["content"])
+            if phrase is not None:
+                return {"turn": k, "phrase": phrase}
+        return None
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        hit = contents(("assistant",)).str.contains("(?i)" + REFUSAL.pattern)
+        found = [self.match(msgs) for msgs in df["messages"].to_list()]
         if self.mode == "flag":
-            return StageResult.split(df.with_columns(refusal=hit), None)
-        return StageResult.split(df, pl.when(hit).then(pl.lit("refusal")))
+            return StageResult.split(df.with_columns(refusal=pl.Series([f is not None for f in found])), None)
+        res = _by_list(df, ["refusal" if f else None for f in found])
+        # the detail travels as a helper column of the dropped rows; the runner folds it into meta
+        detail = [json.dumps(f, ensure_ascii=False) for f in found if f]
+        res.dropped = res.dropped.with_columns(refusal=pl.Series(detail, dtype=pl.String).str.json_decode(
+            pl.Struct({"turn": pl.Int64, "phrase": pl.String})) if detail else pl.lit(None))
+        return res
 
 
 def _by_list(df: pl.DataFrame, reasons: list[str | None]) -> StageResult:

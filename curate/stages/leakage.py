@@ -151,7 +151,7 @@ class LabelLeakage(StageConfig):
         full = (df.with_row_index("doc").join(per_row, on="doc", how="left", maintain_order="left")
                 .with_columns(pl.col("_hit", "_exempt").fill_null(False), pl.col("label_leakage").fill_null(0.0))
                 .drop("doc"))
-        ctx.reports[self.name] = {
+        report = {
             "rows_scored": df.height, "turns_scored": ts.height, "rows_over_threshold": int(full["_hit"].sum()),
             "rows_exempt_over_threshold": int((full["_exempt"] & ~full["_hit"]).sum()),
             "score_histogram": {f"{b / 10:.1f}": int(c) for b, c in
@@ -160,8 +160,9 @@ class LabelLeakage(StageConfig):
         }
         full = full.drop("_exempt")
         if self.mode == "flag":
-            return StageResult.split(full.drop("_hit"), None)
-        res = StageResult.split(full, pl.when(pl.col("_hit")).then(pl.lit("label_leakage")))
+            return StageResult.split(full.drop("_hit"), None).reported(ctx, self.name, counters=report)
+        res = StageResult.split(full, pl.when(pl.col("_hit")).then(pl.lit("label_leakage"))).reported(
+            ctx, self.name, counters=report)
         res.kept = res.kept.drop("_hit")
         # the score rides along with the dropped rows, so excluded.parquet has it in meta too
         res.dropped = res.dropped.join(full.select("_row", "label_leakage"), on="_row", how="left",

@@ -93,8 +93,9 @@ class SystemPrompt(StageConfig):
         kept = kept.with_columns(_change=change)
         actions = kept.select(added=(pl.col("_change") & (pl.col("_n_sys") == 0)).sum(),
                               replaced=(pl.col("_change") & (pl.col("_n_sys") == 1)).sum()).row(0, named=True)
-        ctx.reports[self.name] = {"rows_added": int(actions["added"]), "rows_replaced": int(actions["replaced"]),
-                                  "rows_unchanged": kept.height - int(actions["added"]) - int(actions["replaced"])}
+        res.reported(ctx, self.name, counters={
+            "rows_added": int(actions["added"]), "rows_replaced": int(actions["replaced"]),
+            "rows_unchanged": kept.height - int(actions["added"]) - int(actions["replaced"])})
         kept = kept.with_columns(messages=pl.when(pl.col("_change"))
                                  .then(pl.concat_list(msg, rest))
                                  .otherwise(pl.col("messages")))
