@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind, c in sorted(d["calls"]["by_kind"].items()):
             label = {"chat": "generations", "next": "judge/label calls", "loglik": "likelihood calls"}.get(kind, kind)
             print(f"  {label:20} {c['new']:>6} new  {c['cached']:>6} from cache")
+    from sftloop.evaluate.report import why_line
+
+    print(f"\n{why_line(res)}")
     print(f"verdict: {res.verdict.upper()} (exit {res.exit_code}) — {out / 'report.md'}")
     return res.exit_code
 

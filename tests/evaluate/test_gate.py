@@ -103,6 +103,8 @@ def test_report_renders_in_headless_chromium(gate_root, tmp_path):
     dom = r.stdout
     assert 'data-images-ok="3"' in dom, r.stderr[-1000:]
     assert 'data-verdict="PASS (exit 0)"' in dom
+    why = dom.split('<p id="why">')[1].split("</p>")[0]
+    assert why.startswith("PASS: all ") and "blocking checks pass" in why  # the line for a PR, at the top
     rows = int(dom.split('data-rows="')[1].split('"')[0])
     assert rows >= 10  # header + every check
 
