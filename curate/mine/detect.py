@@ -1,4 +1,7 @@
-"""Failure detectors for one logged exchange. Each returns the reasons that fire (all of them)."""
+"""Failure detectors for one logged exchange. Each returns the reasons that fire (all of them).
+
+Refusal and truncation are the training filters' own rules (`curate/rules.py`), so a reply mined as a
+failure is one the `refusal`/`truncated` stages keep out of training."""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ import json
 import re
 from collections import Counter
 
-REFUSAL = re.compile(r"\b(?:i(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:not|'t)|am unable)|"
-                     r"i (?:cannot|can't|won't) (?:help|assist|do that|provide)|as an ai(?: language model)?)", re.I)
+from sftloop.curate.rules import is_refusal, is_truncated
 
 
 def repetition_loop(text: str, n: int = 4, min_repeats: int = 4) -> bool:
@@ -18,13 +20,6 @@ def repetition_loop(text: str, n: int = 4, min_repeats: int = 4) -> bool:
     grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     gram, count = grams.most_common(1)[0]
     return count >= min_repeats and count * n >= 0.3 * len(words)
-
-
-def truncated(text: str) -> bool:
-    t = text.rstrip()
-    if t.count("```") % 2:
-        return True
-    return bool(t) and t[-1].isalnum() and len(t.rsplit("\n", 1)[-1].split()) >= 6
 
 
 def detect(prompt: str, response: str, feedback: str | None = None, expects_json: bool = False,
@@ -40,11 +35,11 @@ def detect(prompt: str, response: str, feedback: str | None = None, expects_json
             json.loads(re.sub(r"^```(?:json)?\s*|\s*```$", "", response.strip()))
         except ValueError:
             reasons.append("format:invalid_json")
-    if REFUSAL.search(response):
+    if is_refusal(response):
         reasons.append("behaviour:refusal")
     if repetition_loop(response):
         reasons.append("behaviour:repetition")
-    if truncated(response):
+    if is_truncated(response):
         reasons.append("behaviour:truncated")
     if prompt_lang and response_lang and prompt_lang != response_lang and "und" not in (prompt_lang, response_lang):
         reasons.append("behaviour:language_mismatch")

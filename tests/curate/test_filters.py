@@ -154,3 +154,35 @@ def test_token_limit_truncate_turns_agrees_with_exact_prefix_counts_on_sharegpt(
         else:
             assert len(kept[r]) == max(fitting), r
     assert ctx.reports["token_limit"]["rows_truncated"] > 0
+
+
+def test_refusal_scope_last_checks_the_trained_reply_and_records_turn_and_phrase(ctx):
+    early = [("user", Q), ("assistant", "As an AI language model, I cannot give advice."),
+             ("user", "Thanks anyway"), ("assistant", "You're welcome. I'm glad I could help with the basics.")]
+    late = [("user", Q), ("assistant", A), ("user", "Which bank should I pick?"),
+            ("assistant", "I’m sorry, but I can’t recommend a specific bank.")]
+    df = frame([early, late])
+    res = Refusal().apply(df, ctx)  # scope "last": only the final assistant reply is trained, so only it counts
+    assert reasons(res) == {1: "refusal"}
+    assert res.dropped["refusal"].to_list() == [{"turn": 3, "phrase": "I’m sorry, but I can’t"}]
+    res = Refusal(scope="any").apply(df, ctx)
+    assert reasons(res) == {0: "refusal", 1: "refusal"}
+    assert res.dropped["refusal"].to_list() == [{"turn": 1, "phrase": "As an AI language model"},
+                                                {"turn": 3, "phrase": "I’m sorry, but I can’t"}]
+    assert Refusal(mode="flag", scope="any").apply(df, ctx).kept["refusal"].to_list() == [True, True]
+
+
+def test_refusal_detail_lands_in_the_excluded_rows_meta(tmp_path):
+    import json
+
+    import polars as pl
+    from curate_frames import chat_config, run_version, write_chat
+
+    rows = [{"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": A}]},
+            {"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": "I won't help with that request, sorry."}]}]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(chat_config("r", write_chat(tmp_path, rows)) + '[[stages]]\ntype = "refusal"\nmax_drop_share = 1.0\n')
+    version = run_version(cfg, tmp_path, "r")
+    ex = pl.read_parquet(version / "excluded.parquet")
+    assert ex["reason"].to_list() == ["refusal"]
+    assert json.loads(ex["meta"][0])["refusal"] == {"turn": 1, "phrase": "I won't help with"}
