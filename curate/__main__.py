@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sftloop.curate.pipeline import DropShareError, finalise, run
     from sftloop.curate.sources import InputError
-    from sftloop.curate.write import DatasetLocked, dataset_lock, work_dir, write_version
+    from sftloop.curate.write import write_version
+    from sftloop.dataset_version import DatasetLocked, dataset_lock, work_dir
 
     root = Path(a.root) if a.root else repo_root()
     t0 = time.time()

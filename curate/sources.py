@@ -67,12 +67,12 @@ def resolve_paths(spec: str) -> list[Path]:
         except assets.AssetError as e:
             raise InputError(f"source path {spec!r}: {e}") from None
     if spec.startswith("dataset:"):
-        from sftloop.datasets import DatasetNotFound, resolve_version
+        from sftloop.dataset_version import DatasetNotFound, DatasetVersion, UnknownPart
 
         where, _, split = spec.removeprefix("dataset:").partition(":")
         try:
-            p = resolve_version(where, Path.cwd()) / f"{split or 'train'}.parquet"
-        except DatasetNotFound as e:
+            p = DatasetVersion.resolve(where).file(split or "train")
+        except (DatasetNotFound, UnknownPart) as e:
             raise InputError(f"source path {spec!r}: {e}") from None
         if not p.exists():
             raise InputError(f"source path {spec!r}: {p} does not exist")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sftloop import datasets
+from sftloop.dataset_version import DatasetNotFound, DatasetVersion, Manifest
 from sftloop.schema import ChatRecord, frame_to_records
 from sftloop.train.config import TrainConfig
 from sftloop.train.masking import MaskingError, check_template, encode
@@ -20,33 +20,33 @@ class DataError(ValueError):
     pass
 
 
-def resolve_version(spec: str, root: Path) -> Path:
+def resolve_version(spec: str, root: Path) -> DatasetVersion:
     try:
-        return datasets.resolve_version(spec, root)
-    except datasets.DatasetNotFound as e:
+        return DatasetVersion.resolve(spec, root)
+    except DatasetNotFound as e:
         raise DataError(str(e)) from None
 
 
-def check_manifest(manifest: dict, cfg: TrainConfig, tok) -> None:
+def check_manifest(manifest: Manifest, cfg: TrainConfig, tok) -> None:
     """Refuse a dataset curated for another tokenizer/template or a larger token limit."""
-    info = manifest.get("tokenizer", {})
+    info = manifest.tokenizer
     want = hashlib.sha256((tok.chat_template or "").encode()).hexdigest()
-    if info.get("chat_template_sha256") and info["chat_template_sha256"] != want:
+    if info.chat_template_sha256 and info.chat_template_sha256 != want:
         raise DataError(
-            f"dataset {manifest['name']}/{manifest['version']} was curated with tokenizer {info.get('tokenizer')!r} "
+            f"dataset {manifest.name}/{manifest.version} was curated with tokenizer {info.tokenizer!r} "
             f"whose chat template differs from {cfg.base_model!r}'s; token counts and filters do not apply. Re-curate "
             "with `tokenizer` set to the training model.")
-    if info.get("max_tokens") and info["max_tokens"] > cfg.max_len:
+    if info.max_tokens and info.max_tokens > cfg.max_len:
         raise DataError(
-            f"dataset token limit {info['max_tokens']} > training max_len {cfg.max_len}: conversations would be cut. "
+            f"dataset token limit {info.max_tokens} > training max_len {cfg.max_len}: conversations would be cut. "
             "Raise max_len or curate with a lower token_limit.")
 
 
-def read_split(version: Path, split: str) -> list[ChatRecord]:
-    p = version / f"{split}.parquet"
-    if not p.exists():
+def read_split(version: DatasetVersion, split: str) -> list[ChatRecord]:
+    if not version.has(split):
         return []
-    df = pl.read_parquet(p)
+    p = version.file(split)
+    df = version.read(split)
     try:
         return frame_to_records(df)
     except Exception as e:  # unknown roles, missing assistant turn...: refused up front
@@ -129,6 +129,5 @@ def mix_replay(train: list[ChatRecord], replay: list[ChatRecord], share: float, 
     return train + picked
 
 
-def describe(version: Path) -> dict:
-    m = json.loads((version / "manifest.json").read_text())
-    return {"name": m["name"], "version": m["version"], "path": str(version)}
+def describe(version: DatasetVersion) -> dict:
+    return version.describe()

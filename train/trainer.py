@@ -105,8 +105,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
 
     # 1. the dataset version, checked before anything expensive
     version = D.resolve_version(cfg.dataset, root)
-    manifest = json.loads((version / "manifest.json").read_text())
-    D.check_manifest(manifest, cfg, tok)
+    D.check_manifest(version.manifest, cfg, tok)
     train_recs = D.read_split(version, "train")
     val_recs = D.read_split(version, "val")
     if cfg.max_train_samples:
@@ -119,10 +118,10 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         replay = D.read_split(rv, "train")
         before = len(train_recs)
         train_recs = D.mix_replay(train_recs, replay, cfg.replay.share, cfg.seed)
-        replay_info = {"dataset": str(rv), "share": cfg.replay.share, "rows_added": len(train_recs) - before}
+        replay_info = {"dataset": str(rv.path), "share": cfg.replay.share, "rows_added": len(train_recs) - before}
     train_recs = D.apply_weights(train_recs, cfg.seed)
     if not train_recs:
-        raise TrainError(f"{version}: no training rows")
+        raise TrainError(f"{version.path}: no training rows")
 
     # 2. masking (our own: the template decides what is trained) and packing
     train_enc, train_rep = D.encode_records(train_recs, tok, cfg)
@@ -157,7 +156,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
                                              target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
 
     # 4. the run directory and Trainer
-    run_id = run_id or run_id_for(cfg, manifest["version"])
+    run_id = run_id or run_id_for(cfg, version.version)
     run_dir = root / cfg.runs_dir / run_id
     if fresh and run_dir.exists():
         import shutil

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import polars as pl
 
-    from sftloop.curate.mine.queue import failures_for_review
     from sftloop.curate.review.client import Endpoint, ReviewError
-    from sftloop.curate.review.push import push_failures, queued_prompts
+    from sftloop.curate.review.push import push
+    from sftloop.curate.review.queues import FAILURES
 
     failures = pl.read_parquet(out / "failures.parquet")
     if failures.height == 0:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ep = Endpoint.from_env(a.url)
-        res = push_failures(ep, failures_for_review(failures, queued_prompts=queued_prompts(ep)))
+        res = push(FAILURES, ep, failures)  # the same push as `review push failures`
     except ReviewError as e:
         print(f"{_redacted(e)}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import polars as pl
 
 from sftloop.curate.model_calls import generate, judge_scores
 from sftloop import assets
-from sftloop.datasets import resolve_version
+from sftloop.dataset_version import DatasetVersion
 from sftloop.schema import content_id
 
 LAST_WEEK_MONDAY = dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc)  # ISO 2026-W47
@@ -75,7 +75,7 @@ def make_demo_logs(root: Path, dataset: Path, out: Path, model: str = "prod", ju
                    n_chat: int = 48, n_support: int = 48, weeks: int = 4, seed: int = 0,
                    max_new_tokens: int = 96) -> Path:
     rng = random.Random(seed)
-    version = resolve_version(dataset, root)
+    version = DatasetVersion.resolve(dataset, root).path
     items = chat_prompts(version, n_chat, rng) + support_prompts(n_support, rng)
     for k, it in enumerate(items):
         it["request_id"] = f"demo-{k:05d}-{content_id([{'role': 'user', 'content': it['prompt']}])[:8]}"

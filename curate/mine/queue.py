@@ -17,7 +17,8 @@ REASON_WEIGHT = {"hard:thumbs_down": 3.0, "soft:judge_low": 2.0, "format:invalid
 
 def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float = 0.95,
                         queued_prompts: list[str] | None = None) -> pl.DataFrame:
-    """Add `id` (chat-record id of prompt + bad answer), `messages` and `priority`; collapse near-duplicate
+    """Add `id` (chat-record id of prompt + bad answer), `messages` and `priority` (rows that carry them keep
+    theirs; `prompt` defaults to the last turn of `messages`); collapse near-duplicate
     prompts (MiniLM cosine >= threshold, keep the highest priority of each group, count the rest in
     `duplicates`); mark prompts within the threshold of one the queue already holds (`queued_prompts`)
     with `already_queued` (the push skips them); order by priority, highest first."""
@@ -29,11 +30,14 @@ def failures_for_review(failures: pl.DataFrame, embedder=None, threshold: float 
         msgs = [[{"role": m["role"], "content": m["content"]} for m in conv] for conv in df["messages"].to_list()]
     else:
         msgs = [[{"role": "user", "content": p}] for p in df["prompt"].to_list()]
-    ids = [content_id(m + [{"role": "assistant", "content": r or "(empty)"}]) for m, r in zip(msgs, df["response"].to_list())]
-    prio = [float(size) * max((REASON_WEIGHT.get(r, 1.0) for r in reasons), default=1.0)
-            for size, reasons in zip(df["_size"].to_list(), df["reasons"].to_list())]
+    ids = (df["id"].to_list() if "id" in df.columns else
+           [content_id(m + [{"role": "assistant", "content": r or "(empty)"}]) for m, r in zip(msgs, df["response"].to_list())])
+    prio = (df["priority"].to_list() if "priority" in df.columns else
+            [float(size) * max((REASON_WEIGHT.get(r, 1.0) for r in reasons), default=1.0)
+             for size, reasons in zip(df["_size"].to_list(), df["reasons"].to_list())])
+    prompts = df["prompt"].to_list() if "prompt" in df.columns else [m[-1]["content"] for m in msgs]
     df = df.with_columns(id=pl.Series(ids), messages=pl.Series(msgs, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))),
-                         priority=pl.Series(prio)).drop("_size")
+                         priority=pl.Series(prio, dtype=pl.Float64), prompt=pl.Series(prompts, dtype=pl.String)).drop("_size")
     df = df.unique("id", keep="first", maintain_order=True)
     if embedder is None:
         from sftloop.curate.embed import Embedder

@@ -23,15 +23,14 @@ from sftloop.curate.language import detect_languages
 from sftloop.curate.mine import detect as D
 from sftloop.curate.mine import understand as U
 from sftloop.curate.mine.logs import read_logs, select_week
-from sftloop.datasets import resolve_version
+from sftloop.dataset_version import DatasetVersion
 
 
 def reference_prompts(reference: Path | None) -> list[str]:
     """First user turns of a dataset version's train split (the training distribution of prod)."""
     if reference is None:
         return []
-    vdir = reference if (reference / "train.parquet").exists() else resolve_version(reference, Path.cwd())
-    df = pl.read_parquet(vdir / "train.parquet")
+    df = DatasetVersion.resolve(reference).read("train")
     return [next((m["content"] for m in msgs if m["role"] == "user"), "") for msgs in df["messages"].to_list()]
 
 

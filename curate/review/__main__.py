@@ -23,6 +23,8 @@ DEFAULT_DATASET = "data/datasets/sharegpt-demo"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sftloop.curate.review.queues import QUEUES
+
     offline_env()
     ap = argparse.ArgumentParser(prog="python -m sftloop.curate.review")
     ap.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--redis-port", type=int, default=6379)
     s.add_argument("--home", default=None, help="data dir (default $SFTLOOP_HOME/argilla)")
     p = sub.add_parser("push", help="push a review queue")
-    p.add_argument("queue", choices=["sample-qa", "near-dups", "failures"])
+    p.add_argument("queue", choices=list(QUEUES))
     p.add_argument("source", nargs="?", default=None, help="dataset dir/version (sample-qa, near-dups) or mining report dir (failures)")
     p.add_argument("--size", type=int, default=100, help="sample-qa: records to sample")
     p.add_argument("--seed", type=int, default=0)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default=None, help="sample-qa: registry entry whose grade (1-5) is shown as a suggestion")
     p.add_argument("--judge-scores", default=None, help="sample-qa: parquet (id, score 1-5) made earlier, instead of --judge")
     q = sub.add_parser("pull", help="apply submitted responses of a queue")
-    q.add_argument("queue", choices=["sample-qa", "near-dups", "failures"])
+    q.add_argument("queue", choices=list(QUEUES))
     q.add_argument("--version", default=None, help="sample-qa: the reviewed dataset version (default: the one the records name)")
     q.add_argument("--weight", type=float, default=3.0, help="failures: weight of the corrected records")
     a = ap.parse_args(argv)
@@ -67,30 +69,28 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         ep = Endpoint.from_env(a.url)
         if a.cmd == "push":
-            from sftloop.curate.review import push
-            from sftloop.datasets import DatasetNotFound, resolve_version
+            from sftloop.curate.review.push import push
+            from sftloop.dataset_version import DatasetNotFound, DatasetVersion
 
             if a.queue == "failures":
                 import polars as pl
-
-                from sftloop.curate.mine.queue import failures_for_review
 
                 if not a.source:
                     raise ReviewError("review: push failures needs the mining report dir, e.g. reports/mine-2026-W47")
                 f = Path(a.source) / "failures.parquet"
                 if not f.exists():
                     raise ReviewError(f"review: {f} missing; run `just mine` first")
-                out = push.push_failures(ep, failures_for_review(pl.read_parquet(f)))
+                out = push(a.queue, ep, pl.read_parquet(f))
             else:
                 try:
-                    vdir = resolve_version(a.source or DEFAULT_DATASET, root)
+                    version = DatasetVersion.resolve(a.source or DEFAULT_DATASET, root)
                 except DatasetNotFound as e:
                     raise ReviewError(f"review: {e}") from None
                 if a.queue == "sample-qa":
-                    out = push.push_sample_qa(ep, vdir, a.size, a.seed, Path(a.judge_scores) if a.judge_scores else None,
-                                              a.judge, root)
+                    out = push(a.queue, ep, version, size=a.size, seed=a.seed, judge=a.judge, root=root,
+                               judge_scores=Path(a.judge_scores) if a.judge_scores else None)
                 else:
-                    out = push.push_near_dups(ep, vdir, a.limit)
+                    out = push(a.queue, ep, version, limit=a.limit)
             print(json.dumps(out, indent=2))
             print(f"review UI: {ep.url}")
             return 0

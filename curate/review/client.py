@@ -1,4 +1,5 @@
-"""Connect to Argilla with a timeout, and say clearly what is wrong when it cannot be reached."""
+"""Connect to Argilla with a timeout, and say clearly what is wrong when it cannot be reached; the
+credentials (local defaults, overridden by the environment) and a queue's dataset in our workspace."""
 
 from __future__ import annotations
 
@@ -7,9 +8,23 @@ from dataclasses import dataclass
 
 import httpx
 
-from sftloop.curate.review.serve import credential
-
 DEFAULT_URL = "http://127.0.0.1:6900"
+UPSERT_BULK_MAX = 500  # the argilla SDK's RecordsAPI.MAX_RECORDS_PER_UPSERT_BULK (argilla 2.x)
+
+# Local-use defaults; set the environment variables for anything shared (docs/review.md).
+DEFAULTS = {
+    "SFTLOOP_ARGILLA_OWNER": "owner",
+    "SFTLOOP_ARGILLA_OWNER_PASSWORD": "sftloop-owner-local",
+    "SFTLOOP_ARGILLA_OWNER_KEY": "sftloop-owner-local-key",
+    "SFTLOOP_ARGILLA_ANNOTATOR": "annotator",
+    "SFTLOOP_ARGILLA_ANNOTATOR_PASSWORD": "sftloop-annotator-local",
+    "SFTLOOP_ARGILLA_ANNOTATOR_KEY": "sftloop-annotator-local-key",
+    "SFTLOOP_ARGILLA_WORKSPACE": "sftloop",
+}
+
+
+def credential(name: str) -> str:
+    return os.environ.get(name, DEFAULTS[name])
 
 
 class ReviewError(RuntimeError):
@@ -59,9 +74,38 @@ def connect(ep: Endpoint):
 
 
 def workspace(client, ep: Endpoint):
+    """Our workspace, created when missing (looked up in the list: the SDK's by-name lookup warns
+    "not found" on every first push)."""
     import argilla as rg
 
-    ws = client.workspaces(ep.workspace)
+    ws = next((w for w in client.workspaces if w.name == ep.workspace), None)
     if ws is None:
         ws = rg.Workspace(name=ep.workspace, client=client).create()
     return ws
+
+
+def dataset_for(client, ep: Endpoint, queue, create: bool = True):
+    """The queue's (`queues.Queue`) Argilla dataset in our workspace, created with its settings when missing."""
+    import argilla as rg
+
+    ws = workspace(client, ep)
+    ds = next((d.get() for d in ws.datasets if d.name == queue.name), None)
+    if ds is None:
+        if not create:
+            raise ReviewError(f"review: queue {queue.name!r} does not exist in workspace {ep.workspace!r} at {ep.url}; "
+                              "push it first")
+        ds = rg.Dataset(name=queue.name, workspace=ws, settings=queue.settings(), client=client).create()
+    return ds
+
+
+def existing_records(ds) -> dict[str, dict]:
+    """Record id -> fields of every record a queue holds."""
+    return {str(r.id): dict(r.fields or {}) for r in ds.records(with_responses=False, with_suggestions=False)}
+
+
+def log(ds, records: list) -> int:
+    """Upsert `records` (by id). One batch up to the server's bulk limit: the SDK warns whenever the
+    batch size it is given is not the one it uses, so it gets the one it will use."""
+    if records:
+        ds.records.log(records, batch_size=min(len(records), UPSERT_BULK_MAX))
+    return len(records)

@@ -19,31 +19,30 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from sftloop.curate.checklist import for_derived
 from sftloop.curate.review import queues as Q
-from sftloop.curate.review.client import Endpoint, ReviewError, connect
-from sftloop.curate.review.push import dataset_for
-from sftloop.curate.write import write_derived_version
-from sftloop.datasets import resolve_version
+from sftloop.curate.review.client import Endpoint, ReviewError, connect, dataset_for
+from sftloop.curate.review.queues import QUEUES, Decision
+from sftloop.dataset_version import SPLITS, DatasetNotFound, DatasetVersion, write_derived
 from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
-@dataclass
-class Decision:
-    record_id: str
-    metadata: dict
-    fields: dict
-    answers: dict[str, dict] = field(default_factory=dict)  # username -> {question: value}
+def pull(queue: str, ep: Endpoint, root: Path, **kw) -> tuple[Path | None, dict]:
+    """Apply a queue's submitted responses (`QUEUES[queue].apply`); the path written, and a summary."""
+    if queue not in QUEUES:
+        raise ReviewError(f"review: unknown queue {queue!r} (known: {', '.join(QUEUES)})")
+    decisions, skipped = collect(ep, queue)
+    return QUEUES[queue].apply(decisions, skipped, root, **kw)
 
 
 def collect(ep: Endpoint, queue: str) -> tuple[list[Decision], dict]:
     """Submitted answers per record (sorted by record id) and counts of what was skipped."""
     client = connect(ep)
-    ds = dataset_for(client, ep, queue, create=False)
+    ds = dataset_for(client, ep, QUEUES[queue], create=False)
     names = {str(u.id): u.username for u in client.users}
     out, skipped = [], Counter()
     for rec in ds.records(with_responses=True, with_suggestions=False):
@@ -90,21 +89,22 @@ def _digest(decisions: list[Decision]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _reviewed_version(decisions: list[Decision], root: Path, version: str | None) -> Path:
-    if version:
-        return resolve_version(version, root)
+def _reviewed_version(decisions: list[Decision], root: Path, version: str | None) -> DatasetVersion:
     seen = Counter((d.metadata.get("dataset"), d.metadata.get("version")) for d in decisions)
     (name, ver), _ = max(seen.items(), key=lambda t: (t[1], str(t[0])))
-    return resolve_version(Path("data/datasets") / str(name) / str(ver), root)
+    try:
+        return DatasetVersion.resolve(version or Path("data/datasets") / str(name) / str(ver), root)
+    except DatasetNotFound as e:
+        raise ReviewError(f"review: {e}") from None
 
 
-def pull_sample_qa(ep: Endpoint, root: Path, version: str | None = None) -> tuple[Path | None, dict]:
-    decisions, skipped = collect(ep, Q.SAMPLE_QA)
+def apply_sample_qa(decisions: list[Decision], skipped: dict, root: Path, version: str | None = None
+                    ) -> tuple[Path | None, dict]:
+    """Decisions → a new version of the reviewed dataset (parent = the reviewed version)."""
     if not decisions:
         return None, {"queue": Q.SAMPLE_QA, "submitted_records": 0, "skipped_responses": skipped}
     parent = _reviewed_version(decisions, root, version)
-    parts = {n: pl.read_parquet(parent / f"{n}.parquet") for n in ("train", "val", "test", "excluded")
-             if (parent / f"{n}.parquet").exists()}
+    parts = {n: parent.read(n) for n in (*SPLITS, "excluded") if parent.has(n)}
     verdicts: dict[str, dict] = {}
     for d in decisions:
         votes = [a.get("verdict") for a in d.answers.values() if a.get("verdict")]
@@ -121,7 +121,7 @@ def pull_sample_qa(ep: Endpoint, root: Path, version: str | None = None) -> tupl
         }
     applied = Counter()
     moved = []
-    for split in [s for s in ("train", "val", "test") if s in parts]:
+    for split in [s for s in SPLITS if s in parts]:
         df = parts[split]
         rows = []
         for r in df.iter_rows(named=True):
@@ -167,8 +167,7 @@ def pull_sample_qa(ep: Endpoint, root: Path, version: str | None = None) -> tupl
                                                                      "quality": cohen_kappa(decisions, "quality")},
         "skipped_responses": dict(sorted(skipped.items())),
     }
-    path = write_derived_version(parent.parent, parts, change, parent=parent)
-    return path, change
+    return write_derived(parent.base, parts, change, parent=parent, checklist=for_derived).path, change
 
 
 def best_threshold(sims: list[float], labels: list[bool]) -> dict:
@@ -182,8 +181,8 @@ def best_threshold(sims: list[float], labels: list[bool]) -> dict:
             "duplicates": int(sum(labels))}
 
 
-def pull_near_dups(ep: Endpoint, root: Path) -> tuple[Path, dict]:
-    decisions, skipped = collect(ep, Q.NEAR_DUPS)
+def apply_near_dups(decisions: list[Decision], skipped: dict, root: Path) -> tuple[Path, dict]:
+    """Labelled pairs (the curate benchmark's ground truth) and the best threshold per method."""
     rows = []
     for d in decisions:
         votes = [a.get("duplicate") for a in d.answers.values() if a.get("duplicate")]
@@ -207,8 +206,9 @@ def pull_near_dups(ep: Endpoint, root: Path) -> tuple[Path, dict]:
     return path, summary
 
 
-def pull_failures(ep: Endpoint, root: Path, weight: float = 3.0, dataset: str = "mined") -> tuple[Path | None, dict]:
-    decisions, skipped = collect(ep, Q.FAILURES)
+def apply_failures(decisions: list[Decision], skipped: dict, root: Path, weight: float = 3.0, dataset: str = "mined"
+                   ) -> tuple[Path | None, dict]:
+    """Corrected answers → chat records `mined:<week>` with `weight`, a new version of dataset `mined`."""
     rows = []
     for d in decisions:
         fixes = sorted((u, a["corrected_answer"]) for u, a in d.answers.items() if (a.get("corrected_answer") or "").strip())
@@ -229,16 +229,7 @@ def pull_failures(ep: Endpoint, root: Path, weight: float = 3.0, dataset: str = 
               "corrections": train.height, "weeks": dict(sorted(Counter(train["source"].to_list()).items())),
               "reviewers": dict(sorted(Counter(u for d in decisions for u in d.answers).items())),
               "skipped_responses": dict(sorted(skipped.items()))}
-    path = write_derived_version(root / "data" / "datasets" / dataset, {"train": train, "val": train.head(0)},
-                                 change, parent=None, name=dataset)
-    return path, change
+    written = write_derived(root / "data" / "datasets" / dataset, {"train": train, "val": train.head(0)},
+                            change, parent=None, name=dataset, checklist=for_derived)
+    return written.path, change
 
-
-def pull(queue: str, ep: Endpoint, root: Path, **kw) -> tuple[Path | None, dict]:
-    if queue == Q.SAMPLE_QA:
-        return pull_sample_qa(ep, root, kw.get("version"))
-    if queue == Q.NEAR_DUPS:
-        return pull_near_dups(ep, root)
-    if queue == Q.FAILURES:
-        return pull_failures(ep, root, kw.get("weight", 3.0))
-    raise ReviewError(f"review: unknown queue {queue!r} (known: {', '.join(Q.QUEUES)})")

@@ -20,24 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftloop import settings
+from sftloop.curate.review.client import DEFAULTS, credential
 
 LAUNCH = Path(__file__).resolve().parent / "server" / "launch.py"
-
-# Local-use defaults; set the environment variables for anything shared (docs/review.md).
-DEFAULTS = {
-    "SFTLOOP_ARGILLA_OWNER": "owner",
-    "SFTLOOP_ARGILLA_OWNER_PASSWORD": "sftloop-owner-local",
-    "SFTLOOP_ARGILLA_OWNER_KEY": "sftloop-owner-local-key",
-    "SFTLOOP_ARGILLA_ANNOTATOR": "annotator",
-    "SFTLOOP_ARGILLA_ANNOTATOR_PASSWORD": "sftloop-annotator-local",
-    "SFTLOOP_ARGILLA_ANNOTATOR_KEY": "sftloop-annotator-local-key",
-    "SFTLOOP_ARGILLA_WORKSPACE": "sftloop",
-}
-
-
-def credential(name: str) -> str:
-    return os.environ.get(name, DEFAULTS[name])
-
 
 def argilla_python() -> Path:
     return Path(os.environ.get("SFTLOOP_ARGILLA_PYTHON", settings.repo_root() / ".venv-argilla" / "bin" / "python"))

@@ -18,7 +18,7 @@ import pytest
 
 from sftloop.curate.__main__ import main
 from sftloop.curate.sources import InputError, SourceConfig, read_source, resolve_paths
-from sftloop.curate.write import dataset_lock, work_dir
+from sftloop.dataset_version import dataset_lock, work_dir
 from sftloop.schema import ChatRecord, QuarantineWriter, records_frame, write_parquet
 
 Q, A = "How do I reset my router password?", "Hold the reset button for ten seconds, then log in with the default password."

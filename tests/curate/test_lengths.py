@@ -143,9 +143,11 @@ def test_manifest_funnel_and_picture_with_a_reference_and_stable_ids_without(tmp
     # a version derived from it (review decisions) gets its own figures, not its parent's
     import polars as pl
 
-    from sftloop.curate.write import write_derived_version
+    from sftloop.curate.checklist import for_derived
+    from sftloop.dataset_version import DatasetVersion, write_derived
 
-    d = write_derived_version(base, {"train": pl.read_parquet(v / "train.parquet").head(2)}, {"kind": "test"}, parent=v)
+    d = write_derived(base, {"train": pl.read_parquet(v / "train.parquet").head(2)}, {"kind": "test"},
+                      parent=DatasetVersion.resolve(v), checklist=for_derived).path
     m = json.loads((d / "manifest.json").read_text())
     assert m["lengths"]["splits"]["train"]["prompt"]["count"] == 2 and m["system_prompts"]["train"]["rows"] == 2
     assert m["lengths"]["reference"]["prompt"]["count"] == 3  # the parent's reference, still there

@@ -6,7 +6,8 @@ import textwrap
 import polars as pl
 
 from sftloop.curate.__main__ import main
-from sftloop.curate.write import write_derived_version
+from sftloop.curate.checklist import for_derived
+from sftloop.dataset_version import write_derived
 from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
@@ -17,8 +18,8 @@ def _mined(root, n: int):
                 {"role": "assistant", "content": f"I have cancelled order {1000 + i}; the refund reaches your card in 3-5 days."}]
         rows.append({"id": content_id(msgs), "messages": msgs, "source": "mined:2026-W47", "meta": "{}", "weight": 3.0})
     train = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
-    return write_derived_version(root / "data" / "datasets" / "mined", {"train": train, "val": train.head(0)},
-                                 {"step": "test"}, name="mined")
+    return write_derived(root / "data" / "datasets" / "mined", {"train": train, "val": train.head(0)},
+                         {"step": "test"}, name="mined", checklist=for_derived).path
 
 
 def test_mined_records_mix_with_a_floor_of_ordinary_data(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import torch
 
 from sftloop import registry
 from sftloop.train.config import load_config
+from sftloop.dataset_version import Manifest
 from sftloop.train.data import DataError, check_manifest
 
 
@@ -85,9 +86,9 @@ def test_manifest_mismatch_is_refused(tiny_root):
     from sftloop.assets import path
     tok = AutoTokenizer.from_pretrained(path("smollm2-135m-instruct"))
     with pytest.raises(DataError, match="chat template differs"):
-        check_manifest({"name": "x", "version": "v", "tokenizer": {"chat_template_sha256": "0" * 64}}, cfg, tok)
+        check_manifest(Manifest.model_validate({"name": "x", "version": "v", "tokenizer": {"chat_template_sha256": "0" * 64}}), cfg, tok)
     with pytest.raises(DataError, match="token limit 4096 > training max_len 256"):
-        check_manifest({"name": "x", "version": "v", "tokenizer": {"max_tokens": 4096}}, cfg, tok)
+        check_manifest(Manifest.model_validate({"name": "x", "version": "v", "tokenizer": {"max_tokens": 4096}}), cfg, tok)
 
 
 def test_overflow_is_counted_not_silent(tiny_root, smol_tokenizer):

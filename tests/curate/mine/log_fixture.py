@@ -1,5 +1,7 @@
 import json
 
+import polars as pl
+
 from sftloop.schema import ChatRecord, write_parquet
 
 
@@ -24,8 +26,10 @@ def write_logs(tmp_path):
 
 def write_reference(tmp_path):
     """A one-conversation training set as the mining run's reference (`tmp_path/ref/train.parquet`); returns its dir."""
-    ref = tmp_path / "ref"
+    ref = tmp_path / "ref-rows"
     write_parquet([ChatRecord.model_validate({"messages": [{"role": "user", "content": "Where is my refund?"},
                                                            {"role": "assistant", "content": "Let me check."}], "source": "t"})],
                   ref / "train.parquet")
-    return ref
+    from sftloop.dataset_version import write_derived
+
+    return write_derived(tmp_path / "ref", {"train": pl.read_parquet(ref / "train.parquet")}, {"step": "test"}, name="ref").path

@@ -7,7 +7,8 @@ import polars as pl
 from sftloop.curate.mine.demo_logs import make_demo_logs
 from sftloop.curate.mine.logs import LogRow
 from sftloop.curate.mine.run import run
-from sftloop.curate.write import write_derived_version
+from sftloop.curate.checklist import for_derived
+from sftloop.dataset_version import write_derived
 from sftloop.schema import PARQUET_SCHEMA, content_id
 
 
@@ -19,8 +20,8 @@ def _held_out(root):
         msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": "An answer."}]
         rows.append({"id": content_id(msgs), "messages": msgs, "source": "t", "meta": "{}", "weight": 1.0})
     val = pl.DataFrame(rows, schema=PARQUET_SCHEMA)
-    return write_derived_version(root / "data" / "datasets" / "held", {"train": val, "val": val},
-                                 {"step": "test"}, name="held")
+    return write_derived(root / "data" / "datasets" / "held", {"train": val, "val": val},
+                         {"step": "test"}, name="held", checklist=for_derived).path
 
 
 def test_demo_logs_then_judge_graded_mining(tmp_path):

@@ -9,7 +9,7 @@ import polars as pl
 from sftloop.curate.mine.__main__ import main
 from sftloop.curate.mine.queue import failures_for_review
 from sftloop.curate.mine.redact import leaked
-from sftloop.curate.review.queues import failure_record
+from sftloop.curate.review.queues import Failures
 from log_fixture import write_reference
 
 PLANTED = [("EMAIL", "mary.jane@\nexample.com"), ("EMAIL", "o'brien+vip@Example.CO.UK"), ("CARD", "4111.1111.1111.1111"),
@@ -66,7 +66,7 @@ def test_no_planted_value_survives_a_mining_run(tmp_path, capsys):
     fails = pl.read_parquet(out_dir / "failures.parquet")
     assert fails.height == 4  # the four W47 rows are flagged (refusal, thumbs-down, empty answer)
     queue = failures_for_review(fails)
-    payload = json.dumps([failure_record(r).to_dict() for r in queue.iter_rows(named=True)], default=str, ensure_ascii=False)
+    payload = json.dumps([Failures.record(r).to_dict() for r in queue.iter_rows(named=True)], default=str, ensure_ascii=False)
     quarantine = [json.loads(line) for line in (reports / ".mine-quarantine.jsonl").read_text().splitlines()]
     assert len(quarantine) == 4 and all(q["file"].endswith("prod.jsonl") and q["row"] and q["field"] for q in quarantine)
     assert [q["field"] for q in quarantine] == ["<row>", "timestamp", "user_feedback", "<json>"]

@@ -2,7 +2,8 @@ import json
 
 import polars as pl
 
-from sftloop.curate.review.pull import Decision, best_threshold, cohen_kappa
+from sftloop.curate.review.pull import best_threshold, cohen_kappa
+from sftloop.curate.review.queues import Decision
 from sftloop.curate.review.sample import length_bucket, stratified_sample
 from sftloop.schema import PARQUET_SCHEMA
 
