@@ -321,7 +321,7 @@ class Refusal(StageConfig):
     """
 
     type: Literal["refusal"] = "refusal"
-    expected_drop_share: ClassVar[float] = 0.025  # ShareGPT demo, scope "any": 2.5 % (docs/curate.md)
+    expected_drop_share: ClassVar[float] = 0.007  # ShareGPT demo, scope "last": 0.7 % ("any": 2.4 %; docs/curate.md)
     mode: Literal["filter", "flag"] = "filter"
     scope: Literal["last", "any"] = "last"
 

@@ -171,3 +171,45 @@ def test_truncate_turns_in_a_run_keeps_long_conversations(tmp_path, fix):
     metas = [json.loads(x) for x in rows["meta"]]
     assert sum("turns_cut" in x for x in metas) == rep["rows_truncated"]
     assert all(x["n_tokens"] <= 100 for x in metas)
+
+
+def test_funnel_lists_every_reason_with_examples_and_points_to_excluded(tmp_path):
+    import subprocess
+    import sys
+
+    from curate_frames import chat_config, write_chat
+
+    q = "Could you explain how compound interest works for my savings account, please?"
+    a = "Compound interest means you earn interest on the deposit and on the interest already added."
+    long_q = "Please tell me, and my e-mail is jane.doe@example.com, " + "why the sky is blue " * 10
+    rows = ([{"messages": [{"role": "user", "content": f"{q} ({k})"}, {"role": "assistant", "content": a}]} for k in range(3)]
+            + [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": a}]}]
+            + [{"messages": [{"role": "user", "content": long_q + str(k)},
+                             {"role": "assistant", "content": "I’m sorry, but I can’t help with that request today."}]}
+               for k in range(3)]
+            + [{"messages": [{"role": "user", "content": long_q}, {"role": "assistant", "content": "Sure."}]}])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(chat_config("f", write_chat(tmp_path, rows))
+                   + '[[stages]]\ntype = "min_words"\nmax_drop_share = 1.0\n[[stages]]\ntype = "refusal"\nmax_drop_share = 1.0\n')
+    v = run_version(cfg, tmp_path, "f")
+    md = (v / "funnel.md").read_text()
+    ex = pl.read_parquet(v / "excluded.parquet")
+    table = md[md.index("## Drop reasons"):]
+    lines = {ln.split(" | ")[1]: ln for ln in table.splitlines() if ln.startswith(("| min_words | ", "| refusal | "))}
+    assert "| min_words | min_words:user | 1 |" in lines["min_words:user"]
+    refusal = lines["refusal"]
+    assert refusal.startswith("| refusal | refusal | 3 |")
+    ids = ex.filter(pl.col("reason") == "refusal")["id"].to_list()
+    assert sum(f"`{i}`" in refusal for i in ids) == 2  # two examples of three
+    assert 'turn 1: "I’m sorry, but I can’t"' in refusal
+    assert "`{}`".format(ex.filter(pl.col("reason") == "min_words:user")["id"][0]) in lines["min_words:user"]
+    # the pointer and its snippet work as printed (run from the root the config was run in)
+    rel = f"out/f/{v.name}/excluded.parquet"
+    assert f"All dropped rows are in `{rel}`" in md
+    snippet = next(ln for ln in md.splitlines() if ln.startswith("python -c "))
+    code = snippet.removeprefix('python -c "').removesuffix('"')
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert all(i in out for i in ids)
+    # an excerpt is the first user turn, redacted, at most 80 characters
+    excerpt = lines["min_words:assistant"].removesuffix(" |").split(" | ")[3].split("` ", 1)[1]
+    assert "jane.doe@example.com" not in md and "[EMAIL]" in excerpt and len(excerpt) <= 80 and excerpt.endswith("…")
