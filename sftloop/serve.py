@@ -174,7 +174,8 @@ class Server:
     proc: subprocess.Popen
     url: str  # .../v1
     log: Path
-    seconds: float = 0.0
+    seconds: float = 0.0  # the start time until ready, then the seconds it took to start
+    cmd: list[str] = field(default_factory=list)
 
     def stop(self, timeout: float = 30.0) -> None:
         stop_pid(self.proc.pid, timeout)
@@ -213,8 +214,13 @@ def _tail(p: Path, n: int = 25) -> str:
 
 
 def start_one(p: ServerPlan, cfg: ServeConfig, root: Path, state_dir: Path, log=print) -> Server:
+    return wait_ready(launch(p, cfg, root, state_dir, log), cfg, log)
+
+
+def launch(p: ServerPlan, cfg: ServeConfig, root: Path, state_dir: Path, log=print, index: int = 0) -> Server:
+    """Start the vLLM process (not yet ready); with a fixed `port`, the i-th server gets port + i."""
     py = vllm_python(cfg, root)
-    port = cfg.port or free_port(cfg.host)
+    port = cfg.port + index if cfg.port else free_port(cfg.host)
     template_file = None
     if p.template:
         template_file = state_dir / f"chat-template-{p.served_name}-{port}.jinja"
@@ -228,8 +234,14 @@ def start_one(p: ServerPlan, cfg: ServeConfig, root: Path, state_dir: Path, log=
     t0 = time.time()
     with open(logf, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://{cfg.host}:{port}/v1"
-    srv = Server(p, proc, url, logf)
+    srv = Server(p, proc, f"http://{cfg.host}:{port}/v1", logf, seconds=t0)
+    srv.cmd = cmd
+    return srv
+
+
+def wait_ready(srv: Server, cfg: ServeConfig, log=print) -> Server:
+    """Wait until the server lists its models, then check its rendering; stops it on any failure."""
+    p, proc, url, logf, t0, cmd = srv.plan, srv.proc, srv.url, srv.log, srv.seconds, srv.cmd
     want = set(p.entries.values())
     last_note = t0
     while True:
@@ -301,7 +313,8 @@ def write_state(servers: list[Server], cfg: ServeConfig, reg_path: Path) -> Path
     for s in servers:
         for name, served in s.plan.entries.items():
             entries[name] = registry.ServedModel(url=s.url, pid=s.proc.pid, model=served,
-                                                 spec=registry.get(name, reg_path).spec(), **s.plan.fingerprints[name])
+                                                 spec=registry.get(name, reg_path).spec(), **s.plan.fingerprints[name],
+                                                 prompt_logprobs=not s.plan.loras)
     st = registry.ServeState(dtype=cfg.dtype, entries=entries)
     p = registry.serve_state_path(reg_path)
     tmp = p.with_suffix(".part")
@@ -322,9 +335,11 @@ def start(names: list[str], cfg: ServeConfig, root: Path | None = None, reg_path
     plans = plan(names, root, reg_path, cfg)
     state_dir = Path(tempfile.mkdtemp(prefix="sftloop-serve-"))
     servers: list[Server] = []
-    try:
-        for p in plans:
-            servers.append(start_one(p, cfg, root, state_dir, log))
+    try:  # all processes first (they load in parallel), then wait for each
+        for i, p in enumerate(plans):
+            servers.append(launch(p, cfg, root, state_dir, log, i))
+        for s in servers:
+            wait_ready(s, cfg, log)
     except BaseException:
         for s in servers:
             s.stop()

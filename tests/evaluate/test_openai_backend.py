@@ -1,7 +1,7 @@
-"""The `openai` backend against a real OpenAI-compatible server on 127.0.0.1: `transformers serve`
-running the SmolLM2 asset (FastAPI + uvicorn from transformers[serving]; llama-cpp-python would
-need a ~10 minute source build here). This server ignores `logprobs`, which exercises the judge's
-constrained-text fallback."""
+"""The `openai` backend against a server that ignores `logprobs`: `transformers serve` running the
+SmolLM2 asset on 127.0.0.1. This is the judge's constrained-text fallback; chat, logprob verdicts,
+prompt log-likelihoods, LoRA selection and the cache against a real vLLM server are in
+tests/sftloop/test_vllm.py."""
 
 import os
 import socket
@@ -49,17 +49,6 @@ def server():
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def test_chat_through_a_real_server_and_cache(server, tmp_path):
-    cache = Cache(tmp_path / "calls.sqlite")
-    b = OpenAIBackend(server, cache, timeout=120, max_retries=1, concurrency=2)
-    convs = [[{"role": "user", "content": "What is the capital of France?"}],
-             [{"role": "user", "content": "Name one primary color."}]]
-    out = b.chat(convs, max_new_tokens=16)
-    assert "Paris" in out[0] and out[1]
-    assert cache.misses == 2
-    assert b.chat(convs, max_new_tokens=16) == out and cache.misses == 2 and cache.hits == 2
 
 
 def test_judge_verdict_without_logprobs_uses_constrained_text(server, tmp_path):
