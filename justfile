@@ -38,9 +38,9 @@ test *ARGS: setup
 curate CONFIG="curate/configs/default.toml": setup
     {{py}} -m sftloop.curate run {{CONFIG}}
 
-# LoRA-train on the latest dataset version and register the run as `candidate`
-train CONFIG="train/configs/cpu-smollm2.toml": setup
-    {{py}} -m sftloop.train run {{CONFIG}}
+# LoRA-train on the latest dataset version and register the run as `candidate`; `--nproc N`: N torchrun processes (DDP/FSDP)
+train CONFIG="train/configs/cpu-smollm2.toml" *ARGS: setup
+    {{py}} -m sftloop.train run {{CONFIG}} {{ARGS}}
 
 # vLLM server on 127.0.0.1 for registry entries (default candidate prod base), LoRA hot-loaded; Ctrl-C stops (docs/serve.md)
 serve *ARGS: setup

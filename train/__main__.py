@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,9 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--root", default=None)
     r.add_argument("--run-id", default=None, help="default: derived from config + dataset version (reruns resume)")
     r.add_argument("--fresh", action="store_true", help="discard checkpoints of this run id")
+    r.add_argument("--nproc", type=int, default=1, help="training processes on this machine (torchrun; DDP, or FSDP per config)")
     m = sub.add_parser("merge", help="merge a run's adapter into a full safetensors model")
     m.add_argument("run")
     a = ap.parse_args(argv)
+    if a.cmd == "run" and a.nproc > 1 and "RANK" not in os.environ:
+        from sftloop.train.distributed import launch
+
+        args = sys.argv[1:] if argv is None else list(argv)
+        return launch(a.nproc, [x for i, x in enumerate(args) if x != "--nproc" and not x.startswith("--nproc=")
+                                and (i == 0 or args[i - 1] != "--nproc")])
     from sftloop.train.config import load_config
     from sftloop.train.data import DataError
     from sftloop.train.trainer import TrainError, train
@@ -36,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError, TrainError, FloatingPointError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 1
+    from sftloop.train.distributed import is_main
+
+    if not is_main():
+        return 0
     print((run_dir / "report.md").read_text())
     print(f"run: {run_dir}")
     return 0

@@ -57,6 +57,10 @@ class TrainConfig(BaseModel):
     bf16: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    # several processes (`--nproc N`, docs/train.md): DDP by default; FSDP when `fsdp` is set
+    # (TrainingArguments.fsdp, e.g. "full_shard auto_wrap", with `fsdp_config` passed through)
+    fsdp: str = ""
+    fsdp_config: dict = Field(default_factory=dict)
     # monitoring and checkpoints
     logging_steps: int = Field(5, gt=0)
     eval_steps: int = Field(25, gt=0)

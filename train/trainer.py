@@ -23,6 +23,7 @@ from sftloop.assets import resolve_model
 from sftloop.fingerprint import chat_template_sha256, tokenizer_sha256
 from sftloop.settings import repo_root
 from sftloop.train import data as D
+from sftloop.train import distributed
 from sftloop.train.config import TrainConfig
 from sftloop.train.monitor import Monitor
 from sftloop.train.packing import PackedCollator, PaddingCollator, pack
@@ -97,6 +98,7 @@ def run_id_for(cfg: TrainConfig, version: str) -> str:
 def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None, fresh: bool = False,
           progress: bool = True) -> Path:
     root = root or repo_root()
+    distributed.init()  # no-op in one process; a torchrun worker joins its group (gloo on CPU)
     torch.manual_seed(cfg.seed)
     base = resolve_model(cfg.base_model)
     tok = AutoTokenizer.from_pretrained(base)
@@ -133,8 +135,19 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
             f"e.g. {train_rep.examples[:2]}")
     attn, mask = pick_attention(cfg)
     if cfg.pack:
-        train_rows = [r.__dict__ for r in pack(train_enc, cfg.max_len)]
-        val_rows = [r.__dict__ for r in pack(val_enc, cfg.max_len)]
+        # a multiple of world size x batch, so no rank repeats a row to fill its last batch (distributed.py)
+        slots = distributed.world_size() * cfg.per_device_batch
+        try:
+            train_packed, _ = distributed.balance_rows(pack(train_enc, cfg.max_len), slots)
+        except ValueError as e:
+            raise TrainError(f"train split: {e}") from None
+        val_packed = pack(val_enc, cfg.max_len)
+        try:
+            val_packed, _ = distributed.balance_rows(val_packed, slots)
+        except ValueError:
+            pass  # too few val conversations: a rank repeats one in eval (eval loss slightly biased), training unaffected
+        train_rows = [r.__dict__ for r in train_packed]
+        val_rows = [r.__dict__ for r in val_packed]
         collator = PackedCollator(tok.pad_token_id, mask=mask, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
     else:  # length-grouped batching (Trainer's group_by_length) with padding
         train_rows = [{"input_ids": i, "labels": lab} for i, lab in train_enc]
@@ -150,7 +163,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if cfg.bf16 else torch.float32,
                                                  attn_implementation=attn)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # DDP/FSDP-safe
         model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                              target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
@@ -158,12 +171,14 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
     # 4. the run directory and Trainer
     run_id = run_id or run_id_for(cfg, version.version)
     run_dir = root / cfg.runs_dir / run_id
-    if fresh and run_dir.exists():
+    if fresh and run_dir.exists() and distributed.is_main():
         import shutil
 
         shutil.rmtree(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()  # every rank sees the same run dir (and checkpoints to resume from) from here on
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     monitor = Monitor(cfg.monitor_every, cfg.lora.r)
     monitor.attach(model)
@@ -178,6 +193,9 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         bf16=cfg.bf16, seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
         report_to=cfg.report_to, disable_tqdm=not progress,
         train_sampling_strategy="random" if cfg.pack else "group_by_length", dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        # several processes: loss normalised by the step's trained tokens summed over all ranks (distributed.py)
+        average_tokens_across_devices=True, ddp_find_unused_parameters=False,
+        fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config or None,
     )
     trainer = PackedTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds or None,
                             data_collator=_RowIds(collator), callbacks=[monitor])
@@ -186,10 +204,21 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.time() - t0
+    dist_info = distributed.gather_monitor(monitor)  # rank 0 now holds every rank's tokens, rows and losses
+    if distributed.active():
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        dist_info["allreduce_s"] = distributed.allreduce_seconds(trainable)
+        dist_info["trainable_params"] = trainable
+        dist_info["fsdp"] = cfg.fsdp
+    if cfg.fsdp:
+        trainer.save_model(str(run_dir / "adapter"))  # every rank: FSDP gathers the sharded state dict
+    if not distributed.is_main():  # no collective after this point: rank 0 writes adapter, report, registry
+        return run_dir
 
     # 5. outputs: best adapter, lineage, report, registry
     adapter = run_dir / "adapter"
-    trainer.model.save_pretrained(adapter)
+    if not cfg.fsdp:
+        trainer.model.save_pretrained(adapter)
     tok.save_pretrained(adapter)
     log = trainer.state.log_history
     final_eval = next((x["eval_loss"] for x in reversed(log) if "eval_loss" in x), None)
@@ -201,6 +230,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
         "best_eval_loss": trainer.state.best_metric, "final_eval_loss": final_eval,
         "best_checkpoint": trainer.state.best_model_checkpoint, "seconds": seconds,
         "trained_tokens": monitor.tokens["trained"], "processed_tokens": monitor.tokens["processed"],
+        "distributed": dist_info,
         "token_efficiency": monitor.tokens["processed"] / max(monitor.tokens["slots"], 1),
         # train/serve identity: `just serve` and the gate refuse a server that renders differently
         "chat_template_sha256": chat_template_sha256(tok), "tokenizer_sha256": tokenizer_sha256(tok),
