@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("config", nargs="?", default="curate/configs/default.toml")
     r.add_argument("--root", default=None, help="project root (default: the repo)")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--executor", choices=["local", "processes", "ray"], default=None,
+                   help="where shard tasks run (default: the config's `executor`, else local)")
+    r.add_argument("--address", default=None, help='ray: "auto" or a cluster URL (default: a local cluster)')
+    r.add_argument("--workers", type=int, default=None, help="processes / local Ray: worker count (default: all cores)")
     a = ap.parse_args(argv)
 
     from sftloop.curate.config import ConfigError, load_config
@@ -34,14 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    for key in ("executor", "address", "workers"):  # the flags override the config; not part of the version
+        if getattr(a, key) is not None:
+            setattr(cfg, key, getattr(a, key))
     from sftloop.curate.pipeline import DropShareError, finalise, run
+    from sftloop.curate.shard_tasks import StageFailure
     from sftloop.curate.sources import InputError
     from sftloop.curate.write import write_version
     from sftloop.dataset_version import DatasetLocked, dataset_lock, work_dir
 
     root = Path(a.root) if a.root else repo_root()
     t0 = time.time()
-    print(f"curate: {cfg.name} from {a.config}")
+    print(f"curate: {cfg.name} from {a.config} (executor {cfg.executor})")
     base = root / cfg.output_dir / cfg.name
     try:
         with dataset_lock(base):  # one run per dataset name; a private work dir, removed whatever happens
@@ -55,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except DropShareError as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 2
+    except StageFailure as e:
+        print(f"curate: {' '.join(str(e).split())}; nothing published", file=sys.stderr)
+        return 1
     except (InputError, DatasetLocked) as e:
         print(f"curate: {' '.join(str(e).split())}", file=sys.stderr)  # one line
         return 2

@@ -34,6 +34,7 @@ from sftloop.curate.stages.base import (BORDERLINE_SCHEMA, Context, GlobalStage,
                                         merge_info)
 from sftloop.curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
 from sftloop.curate.text import contents
+from sftloop.progress import is_tty
 from sftloop.schema import PARQUET_SCHEMA, QuarantineWriter
 
 ROW_GROUP = 65_536
@@ -146,8 +147,9 @@ class StepOut:
 
 def _tasks(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards, tag: str,
            local: bool) -> list[RowTask]:
-    return [RowTask(stage, str(sh), str(kept.dir), str(excluded.dir), tag, ctx.settings(),
-                    progress=ctx.progress and local) for sh in shards]
+    bars = ctx.progress and local and is_tty()  # a stage's own tqdm only in this process, on a TTY
+    return [RowTask(stage, str(sh), str(kept.dir), str(excluded.dir), tag, ctx.settings(), progress=bars)
+            for sh in shards]
 
 
 def _book(outs: list[ShardOut], stage: StageConfig, ctx: Context) -> tuple[list[Path], list[Path], Counter]:
