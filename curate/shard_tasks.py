@@ -91,6 +91,14 @@ def _key(step: str, stage: StageConfig, shard: Path, extra: bytes = b"") -> str:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss carries a parent's peak over fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
