@@ -131,7 +131,7 @@ def sharegpt_rows(n_skip: int = 0) -> list[dict]:
     from sftloop.curate.stages.base import Context
     from sftloop.curate.stages.clean import Clean
 
-    src = SourceConfig("sharegpt", "sharegpt", "asset:sharegpt-v3-partial")
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial")
     rows = []
     with open(assets.path("sharegpt-v3-partial"), encoding="utf-8") as f:
         for line in f:

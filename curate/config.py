@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sftloop.curate.lengths import LengthReference
-from sftloop.curate.sources import PARSERS
+from sftloop.curate.sources import SourceConfig
 from sftloop.schema import MAX_ROW_BYTES
 from sftloop.curate.stages import STAGES
 from sftloop.curate.stages.base import FieldError, StageConfig
@@ -26,23 +26,6 @@ from sftloop.curate.stages.base import FieldError, StageConfig
 
 class ConfigError(ValueError):
     pass
-
-
-class SourceSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    format: str
-    path: str
-    limit: int | None = Field(None, gt=0)
-    pairs: bool = False
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
-
-    @field_validator("format")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in PARSERS:
-            raise ValueError(f"unknown format {v!r} (known: {sorted(PARSERS)})")
-        return v
 
 
 class SplitSpec(BaseModel):
@@ -63,7 +46,7 @@ class PipelineConfig(BaseModel):
     parent: str | None = None
     shard_rows: int = Field(50_000, ge=1)  # rows per on-disk shard: the unit of memory, not part of the version
     max_row_bytes: int = Field(MAX_ROW_BYTES, ge=1)  # a larger input row is quarantined (docs/curate.md)
-    sources: list[SourceSpec] = Field(min_length=1)
+    sources: list[SourceConfig] = Field(min_length=1)
     stages: list[StageConfig]
     split: SplitSpec = Field(default_factory=SplitSpec)
     length_reference: LengthReference | None = None  # lengths vs serving (curate.lengths)
@@ -71,6 +54,14 @@ class PipelineConfig(BaseModel):
     executor: Literal["local", "processes", "ray"] = "local"
     address: str | None = None  # ray: "auto" or a cluster URL; none starts a local cluster
     workers: int | None = Field(None, ge=1)  # processes / a local Ray cluster (default: all cores)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _row_limit_is_top_level(cls, v: Any) -> Any:
+        for i, src in enumerate(v if isinstance(v, list) else []):
+            if isinstance(src, dict) and "max_row_bytes" in src:
+                raise ValueError(f"[{i}].max_row_bytes: max_row_bytes is a top-level key (it applies to every source)")
+        return v
 
 
 def error_key(err: dict) -> str:

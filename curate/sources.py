@@ -19,9 +19,10 @@ import csv
 import glob
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sftloop import assets
 from sftloop.schema import (ENCODING_FIELD, MAX_ROW_BYTES, ChatRecord, FieldError, QuarantineWriter, ReadStats,
@@ -41,16 +42,25 @@ class InputError(ValueError):
     the CLI prints the message and exits 2; nothing is published."""
 
 
-@dataclass
-class SourceConfig:
+class SourceConfig(BaseModel):
+    """One `[[sources]]` table of a curate config (validated there), and what a reader is given."""
+
+    model_config = ConfigDict(extra="forbid")
     name: str
     format: str  # sharegpt | messages | records | alpaca | bitext | multiwoz
-    path: str  # file path, glob, or "asset:<name>"
-    limit: int | None = None
+    path: str  # file path, glob, "asset:<name>" or "dataset:<dir>[:split]"
+    limit: int | None = Field(None, gt=0)
     pairs: bool = False
-    weight: float = 1.0
-    options: dict[str, Any] = field(default_factory=dict)
-    max_row_bytes: int = MAX_ROW_BYTES
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # the config's top-level `max_row_bytes`, set by the runner (not a key of a [[sources]] table, not in the version id)
+    max_row_bytes: int = Field(MAX_ROW_BYTES, ge=1, exclude=True)
+
+    @field_validator("format")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in PARSERS:
+            raise ValueError(f"unknown format {v!r} (known: {sorted(PARSERS)})")
+        return v
 
 
 def resolve_paths(spec: str) -> list[Path]:

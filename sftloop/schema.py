@@ -90,10 +90,6 @@ class ChatRecord(BaseModel):
             self.id = content_id(self.messages)
         return self
 
-    @classmethod
-    def new(cls, messages: list[dict], source: str, meta: dict | None = None, weight: float = 1.0) -> "ChatRecord":
-        return cls(messages=messages, source=source, meta=meta or {}, weight=weight)
-
     def to_row(self) -> dict:
         return {
             "id": self.id,

@@ -170,7 +170,7 @@ class StageConfig(BaseModel):
 
     @property
     def name(self) -> str:
-        return getattr(self, "label", None) or self.type  # type: ignore[attr-defined]
+        return self.type  # type: ignore[attr-defined]
 
     @property
     def drop_limit(self) -> float:
