@@ -70,10 +70,17 @@ review-push QUEUE *ARGS: setup
 review-pull QUEUE *ARGS: setup
     {{py}} -m sftloop.curate.review pull {{QUEUE}} {{ARGS}}
 
+# The mining demo, declared once: the dataset `just curate` writes (curate/configs/default.toml) gives held-out
+# prompts and is the drift reference; `base` (SmolLM2-135M) judges, and it grades everything between ~1.1 and
+# ~2.3 on the 1-5 scale (measured on the demo logs), so 1.5 flags its lowest quarter (a real judge: the default 2.5).
+demo_dataset := "data/datasets/sharegpt-demo"
+demo_logs := "data/logs/demo"
+demo_mine := "'" + demo_logs + "/*.jsonl' --reference " + demo_dataset + " --judge base --judge-threshold 1.5"
+
 # demo production logs: the prod model answers held-out prompts, judge-graded, feedback SIMULATED (data/logs/demo/)
 demo-logs *ARGS: setup
-    {{py}} -m sftloop.curate.mine demo-logs {{ARGS}}
+    {{py}} -m sftloop.curate.mine demo-logs --dataset {{demo_dataset}} --out {{demo_logs}} {{ARGS}}
 
-# mine one ISO week of logs (default: demo logs, last full week) -> reports/mine-<week>/ + the Argilla failures queue
+# mine one ISO week of logs (no LOGS: the demo logs with the demo judge, last full week) -> reports/mine-<week>/ + the Argilla failures queue
 mine *ARGS: setup
-    {{py}} -m sftloop.curate.mine run {{ARGS}}
+    {{py}} -m sftloop.curate.mine run {{ if ARGS =~ '^(-|$)' { demo_mine + " " + ARGS } else { ARGS } }}

@@ -1,5 +1,8 @@
 """`python -m sftloop.curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME] [--no-push]`,
-`python -m sftloop.curate.mine demo-logs` (see docs/mine.md).
+`python -m sftloop.curate.mine demo-logs --dataset DATASET` (see docs/mine.md).
+
+No demo knowledge here: `just mine` and `just demo-logs` pass the demo's logs, dataset, judge and
+threshold as flags (justfile).
 
 `run` writes reports/mine-<week>/ and then pushes the week's failures to the Argilla failures queue
 (deduplicated, prioritised). Exit 0: done; 2: the logs could not be read, the judge failed, or the
@@ -13,12 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from sftloop.progress import is_tty, stage
 from sftloop.settings import offline_env, repo_root
 
-DEMO_LOGS = "data/logs/demo/*.jsonl"
-# SmolLM2-135M grades everything between ~1.1 and ~2.3 on the 1-5 scale (measured on the demo logs);
-# 1.5 flags its lowest quarter. A real judge uses the default 2.5.
-DEMO_JUDGE_THRESHOLD = 1.5
+JUDGE_THRESHOLD = 2.5  # on the judge's 1-5 scale
 
 
 def _redacted(e: BaseException) -> str:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sftloop.curate.mine")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="mine one ISO week of production logs")
-    r.add_argument("logs", nargs="?", default=DEMO_LOGS, help=f"a glob of JSONL/Parquet log files (default {DEMO_LOGS})")
+    r.add_argument("logs", help="a glob of JSONL/Parquet log files (quote it), e.g. 'logs/*.jsonl'")
     r.add_argument("--week", default=None, help="e.g. 2026-W47 (default: the last full week in the logs)")
     r.add_argument("--reference", default=None,
                    help="dataset dir/version for drift (default: the one --prod was trained on, from its run lineage)")
@@ -40,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--reports", default="reports")
     r.add_argument("--judge", default=None, help="registry entry to grade the week's answers (soft failures)")
     r.add_argument("--judge-sample", type=int, default=None, help="grade a seeded sample of this many rows (default: all)")
-    r.add_argument("--judge-threshold", type=float, default=None, help="judge score (1-5) below which a row is a failure (2.5)")
+    r.add_argument("--judge-threshold", type=float, default=JUDGE_THRESHOLD,
+                   help=f"judge score (1-5) below which a row is a failure (default {JUDGE_THRESHOLD})")
     r.add_argument("--uncertainty-model", default=None, help="local registry entry: sample answers, flag disagreement")
     r.add_argument("--uncertainty-samples", type=int, default=4)
     r.add_argument("--uncertainty-threshold", type=float, default=0.5, help="1 - mean pairwise cosine above which a row is flagged")
     r.add_argument("--no-push", action="store_true", help="do not push failures to the Argilla failures queue")
     r.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
     d = sub.add_parser("demo-logs", help="make demo production logs: the prod model answers held-out prompts")
-    d.add_argument("--dataset", default="data/datasets/sharegpt-demo", help="curated dataset whose held-out rows give prompts")
+    d.add_argument("--dataset", required=True, help="curated dataset (dir or version) whose held-out rows give prompts")
     d.add_argument("--out", default="data/logs/demo")
     d.add_argument("--model", default="prod")
     d.add_argument("--judge", default="base")
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "demo-logs":
         from sftloop.curate.mine.demo_logs import make_demo_logs
 
-        path = make_demo_logs(root, Path(a.dataset), root / a.out, a.model, a.judge, a.n_chat, a.n_support, a.weeks)
+        path = make_demo_logs(root, Path(a.dataset), root / a.out, a.model, a.judge, a.n_chat, a.n_support, a.weeks,
+                              progress_cmd="demo-logs")
         print(f"demo logs: {path}")
         return 0
 
@@ -76,19 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mine: {e}", file=sys.stderr)
         if reference is not None:
             print(f"mine: drift reference = {a.prod}'s training data {reference}")
-    judge, threshold = a.judge, a.judge_threshold
-    if a.logs == DEMO_LOGS:  # the demo: prod's training data as reference, the SmolLM2 judge on its own scale
-        if reference is None and (root / "data/datasets/sharegpt-demo").exists():
-            reference = root / "data/datasets/sharegpt-demo"
-        if judge is None:
-            judge, threshold = "base", DEMO_JUDGE_THRESHOLD if threshold is None else threshold
-    threshold = 2.5 if threshold is None else threshold
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
-        out = run(logs, root / a.reports, a.week, reference, progress=True, judge=judge,
-                  judge_sample=a.judge_sample, judge_threshold=threshold, root=root,
-                  uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,
-                  uncertainty_threshold=a.uncertainty_threshold)
+        with stage("mine", f"mine {a.logs}" + (f" (judge {a.judge})" if a.judge else "")) as st:
+            out = run(logs, root / a.reports, a.week, reference, progress=is_tty(), judge=a.judge,
+                      judge_sample=a.judge_sample, judge_threshold=a.judge_threshold, root=root,
+                      uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,
+                      uncertainty_threshold=a.uncertainty_threshold)
+            st.detail = out.name
     except (FileNotFoundError, ModelCallError) as e:
         print(f"mine: {_redacted(e)}", file=sys.stderr)  # a model call's error may echo a prompt
         return 2
@@ -107,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no failures this week: nothing to push")
         return 0
     try:
-        ep = Endpoint.from_env(a.url)
-        res = push(FAILURES, ep, failures)  # the same push as `review push failures`
+        with stage("mine", f"push {failures.height} failures to the Argilla failures queue"):
+            ep = Endpoint.from_env(a.url)
+            res = push(FAILURES, ep, failures)  # the same push as `review push failures`
     except ReviewError as e:
         print(f"{_redacted(e)}\nmine: the report is written; the failures were not queued (rerun, or pass --no-push)", file=sys.stderr)
         return 2

@@ -24,10 +24,12 @@ import polars as pl
 from sftloop.curate.model_calls import generate, judge_scores
 from sftloop import assets
 from sftloop.dataset_version import DatasetVersion
+from sftloop.progress import progress, stage
 from sftloop.schema import content_id
 
 LAST_WEEK_MONDAY = dt.datetime(2026, 11, 16, tzinfo=dt.timezone.utc)  # ISO 2026-W47
 JSON_ASK = ' Answer only with a JSON object with the keys "intent" and "reply".'
+CHUNK = 16  # rows per model call: a progress step
 PII = [" You can reach me at {name}@example.com.", " My phone number is +1 415 555 01{k:02d}.", ""]
 
 
@@ -71,20 +73,35 @@ def _timestamp(rng: random.Random, week_offset: int) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+def _in_chunks(fn, rows: pl.DataFrame, desc: str, size: int = CHUNK) -> pl.DataFrame:
+    """`fn` over `rows` in chunks of `size` (a multiple of the backend's batch of 8, so batches are the same as
+    in one call): a progress line with an ETA off a TTY, a bar on one."""
+    parts = [rows.slice(s, size) for s in range(0, rows.height, size)]
+    return pl.concat([fn(p) for p in progress(parts, total=len(parts), desc=desc, unit="batch")])
+
+
 def make_demo_logs(root: Path, dataset: Path, out: Path, model: str = "prod", judge: str = "base",
                    n_chat: int = 48, n_support: int = 48, weeks: int = 4, seed: int = 0,
-                   max_new_tokens: int = 96) -> Path:
+                   max_new_tokens: int = 96, progress_cmd: str = "demo-logs") -> Path:
+    """Write `out/logs.jsonl`; prints a line per stage (prompts, answers, grades) and progress with an ETA."""
     rng = random.Random(seed)
-    version = DatasetVersion.resolve(dataset, root).path
-    items = chat_prompts(version, n_chat, rng) + support_prompts(n_support, rng)
+    with stage(progress_cmd, "prompts") as st:
+        version = DatasetVersion.resolve(dataset, root).path
+        items = chat_prompts(version, n_chat, rng) + support_prompts(n_support, rng)
+        st.detail = f"{len(items)} from {version} and tau2"
     for k, it in enumerate(items):
         it["request_id"] = f"demo-{k:05d}-{content_id([{'role': 'user', 'content': it['prompt']}])[:8]}"
         it["messages"] = [{"role": "user", "content": it["prompt"]}]
     rows = pl.DataFrame({"id": [i["request_id"] for i in items], "messages": [i["messages"] for i in items]})
-    answers = dict(zip(*generate(rows, model, root, max_new_tokens).select("id", "response").to_dict(as_series=False).values()))
+    with stage(progress_cmd, f"{model} answers {rows.height} prompts"):
+        gen = _in_chunks(lambda part: generate(part, model, root, max_new_tokens), rows, f"{progress_cmd}: {model} answers")
+    answers = dict(zip(*gen.select("id", "response").to_dict(as_series=False).values()))
     graded = pl.DataFrame({"id": rows["id"], "messages": [i["messages"] + [{"role": "assistant", "content": answers[i["request_id"]] or "(empty)"}]
                                                           for i in items]})
-    scores = {r["id"]: r["score"] for r in judge_scores(graded, judge, root).iter_rows(named=True) if r["graded"]}
+    with stage(progress_cmd, f"{judge} grades {graded.height} answers") as st:
+        grades = _in_chunks(lambda part: judge_scores(part, judge, root), graded, f"{progress_cmd}: {judge} grades")
+        scores = {r["id"]: r["score"] for r in grades.iter_rows(named=True) if r["graded"]}
+        st.detail = f"{len(scores)} graded"
     out.mkdir(parents=True, exist_ok=True)
     # feedback relative to this judge's own scale (SmolLM2 grades everything between ~1.1 and ~2.3)
     ranked = sorted(scores.values())

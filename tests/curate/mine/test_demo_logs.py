@@ -24,7 +24,7 @@ def _held_out(root):
                          {"step": "test"}, name="held", checklist=for_derived).path
 
 
-def test_demo_logs_then_judge_graded_mining(tmp_path):
+def test_demo_logs_then_judge_graded_mining(tmp_path, capsys):
     (tmp_path / "models.toml").write_text('[models.base]\nbase_model = "smollm2-135m-instruct"\n'
                                           '[models.prod]\nbase_model = "smollm2-135m-instruct"\n')
     _held_out(tmp_path)
@@ -32,6 +32,10 @@ def test_demo_logs_then_judge_graded_mining(tmp_path):
                           max_new_tokens=24)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 9
+    err = capsys.readouterr().err  # a line per stage, no progress-bar frames off a TTY
+    for line in ("demo-logs: prompts done in", "demo-logs: prod answers 9 prompts done in", "demo-logs: base grades 9 answers done in"):
+        assert line in err, err
+    assert "\r" not in err
     parsed = [LogRow.model_validate(r) for r in rows]  # the documented log schema
     assert all(r.feedback_simulated for r in parsed) and all(r.response for r in parsed)
     assert {r.category for r in parsed} >= {"chat"} and sum(r.expects_json for r in parsed) == 2
