@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mine: drift reference = {a.prod}'s training data {reference}")
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
-        with stage("mine", f"mine {a.logs}" + (f" (judge {a.judge})" if a.judge else "")) as st:
+        with stage("mine", f"mining {a.logs}" + (f" (judge {a.judge})" if a.judge else "")) as st:
             out = run(logs, root / a.reports, a.week, reference, progress=is_tty(), judge=a.judge,
                       judge_sample=a.judge_sample, judge_threshold=a.judge_threshold, root=root,
                       uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,

@@ -62,6 +62,7 @@ def test_no_planted_value_survives_a_mining_run(tmp_path, capsys):
     assert main(["run", str(tmp_path / "logs" / "*.jsonl"), "--week", "2026-W47", "--reference", str(ref),
                  "--reports", str(reports), "--no-push"]) == 0
     out = capsys.readouterr()
+    assert "mine: mining " in out.err and "done in" in out.err and "\r" not in out.err  # a stage line, no bar frames
     out_dir = reports / "mine-2026-W47"
     fails = pl.read_parquet(out_dir / "failures.parquet")
     assert fails.height == 4  # the four W47 rows are flagged (refusal, thumbs-down, empty answer)
