@@ -307,7 +307,7 @@ def evaluate_gate(candidate: str, prod: str, root: Path, profile: str = "demo", 
     problems = [p for n in dict.fromkeys((candidate, prod, cfg.judge)) for p in identity_problems(n, root, registry_path)]
     if problems:
         raise BackendError("refusing to evaluate: " + "; ".join(problems))
-    backends = {"candidate": cand_b.kind, "prod": prod_b.kind, "judge": judge_b.kind}
+    backends = {k: getattr(b, "kind", type(b).__name__) for k, b in (("candidate", cand_b), ("prod", prod_b), ("judge", judge_b))}
     log("gate: backends " + ", ".join(f"{k} {v}" for k, v in backends.items()))
     m = measure(cand_b, prod_b, judge_b, chosen, prof, deadline, log)
     checks = apply_rules(m, cfg.settings, cfg.blocking)
