@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -12,6 +13,8 @@ from sftloop.settings import offline_env, repo_root
 
 def main(argv: list[str] | None = None) -> int:
     offline_env()
+    if not sys.stderr.isatty():  # no tqdm frames in a log (e.g. transformers' "Loading weights"): stage lines instead
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     ap = argparse.ArgumentParser(prog="python -m sftloop.evaluate")
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gate", help="decide whether CANDIDATE may replace PROD (exit 0 pass, 1 fail, 2 could not evaluate)")
