@@ -62,6 +62,7 @@ class RunResult:
     reports: dict
     borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
     tasks: dict[str, list[ShardOut]] = field(default_factory=dict)  # per stage: each shard task's figures
+    features_bytes: dict[str, int] = field(default_factory=dict)  # per GlobalStage: what the driver read to decide
 
 
 class _Shards:
@@ -264,6 +265,7 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
     excluded = _Shards(workdir, "excluded", clear=False)
     excluded_paths: list[Path] = []
     tasks: dict[str, list[ShardOut]] = {}
+    features: dict[str, int] = {}
     n = n_rows
     prev_dir: Path | None = None
     for i, stage in enumerate(cfg.stages):
@@ -277,6 +279,8 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
             raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {n_drop}")
         funnel.append(StageStats(stage.name, n, n_out, n_drop, time.time() - t, dict(step.reasons.most_common())))
         tasks[stage.name] = step.tasks
+        if step.features_bytes:
+            features[stage.name] = step.features_bytes
         if progress:
             print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {n_drop:>6}  ({time.time() - t:.1f}s)")
         check_drop_share(i, stage, funnel[-1])
@@ -291,7 +295,7 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
         raise InputError(f"no row survived the stages ({n_rows} read): {drops}; nothing published")
     borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
                   if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
-    return RunResult(shards, excluded_paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline, tasks)
+    return RunResult(shards, excluded_paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline, tasks, features)
 
 
 def finalise(cfg: PipelineConfig, res: RunResult, out_dir: Path) -> dict[str, Path]:
