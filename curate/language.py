@@ -1,4 +1,13 @@
-"""Language identification (lingua-language-detector) on prose: code blocks removed, text capped."""
+"""Language identification (lingua-language-detector) on prose: code removed, text capped.
+
+What is not prose is removed before detection: fenced code blocks, unfenced code-like lines (a line
+where code symbols are >= `CODE_LINE_SYMBOLS` of its visible characters, or that starts like a
+statement: `import x`, `def f(`, `SELECT ...`, `$ cmd`, `<tag>`), and tokens that are not words
+(identifiers with `_`/digits/camelCase, chemical and product names like `2-methyl-4-(...)`).
+A short prose remainder (< `short_chars`) counts only when lingua is confident (top value >= 0.5 and
+3x the runner-up); otherwise it is `und`. Without this, ShareGPT's English requests with pasted code
+or chemical names landed in `language:la` (issue 16.3; docs/curate.md lists the rows that moved).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,23 @@ import re
 from functools import lru_cache
 
 from sftloop.curate.text import strip_code
+
+CODE_LINE_SYMBOLS = 0.15  # share of {}[]()<>=;$\|&^~@` among a line's visible characters (and >= 3 of them)
+_SYMBOLS = re.compile(r"[{}\[\]()<>=;$\\|&^~@`]")
+_STATEMENT = re.compile(r"^\s*(?:import |from \S+ import |def |class |return\b|public |private |static |const |let |var |"
+                        r"function\b|#include|package |using |SELECT |INSERT |UPDATE |CREATE |\$ |>>> |<[a-zA-Z/!])")
+_NON_WORD = re.compile(r"\S*(?:[_0-9]|[a-z][A-Z])\S*|\S*[^\w\s'’.,!?;:\"()-]\S*")
+
+
+def prose(text: str) -> str:
+    """The text without fenced code, code-like lines and non-word tokens, whitespace collapsed."""
+    lines = []
+    for line in strip_code(text).splitlines():
+        visible = len(line) - line.count(" ")
+        if not visible or _STATEMENT.match(line) or (n := len(_SYMBOLS.findall(line))) >= 3 and n >= CODE_LINE_SYMBOLS * visible:
+            continue
+        lines.append(_NON_WORD.sub(" ", line))
+    return re.sub(r"\s+", " ", " ".join(lines)).strip()
 
 
 @lru_cache(maxsize=2)
@@ -19,23 +45,31 @@ def detector(accurate: bool = False):
     return (b if accurate else b.with_low_accuracy_mode()).build()
 
 
+def _confident(c) -> object | None:
+    return c[0].language if c and c[0].value >= 0.5 and (len(c) < 2 or c[0].value >= 3 * c[1].value) else None
+
+
 def detect_languages(texts: list[str], min_chars: int = 20, max_chars: int = 600, progress: bool = False,
-                     accurate: bool = False, min_confidence: float = 0.0) -> list[str]:
-    """ISO 639-1 code per text; `und` where there is too little prose (after removing code) to decide
-    or (with `min_confidence`) the top language is not clearly ahead: lingua spreads confidence over 75
-    languages, so a short English line scores ~0.3 for English with every runner-up below 0.1."""
+                     accurate: bool = False, min_confidence: float = 0.0, short_chars: int = 200) -> list[str]:
+    """ISO 639-1 code per text; `und` where there is too little prose (after removing code) to decide,
+    a short remainder (< `short_chars`) is not confidently one language, or (with `min_confidence`) the
+    top language is not clearly ahead: lingua spreads confidence over 75 languages, so a short English
+    line scores ~0.3 for English with every runner-up below 0.1. Batches run on lingua's thread pool."""
     from tqdm import tqdm
 
-    prose = [re.sub(r"\s+", " ", strip_code(t))[:max_chars] for t in texts]
+    pro = [prose(t)[:max_chars] for t in texts]
     det = detector(accurate)
     out: list[str] = []
-    for i in tqdm(range(0, len(prose), 2000), desc="language", disable=not progress, unit="chunk"):
-        chunk = prose[i:i + 2000]
+    for i in tqdm(range(0, len(pro), 2000), desc="language", disable=not progress, unit="chunk"):
+        chunk = pro[i:i + 2000]
         if min_confidence > 0:  # confident = top value >= min_confidence and 3x the runner-up's
             langs = [c[0].language if c and c[0].value >= min_confidence and (len(c) < 2 or c[0].value >= 3 * c[1].value)
                      else None for c in det.compute_language_confidence_values_in_parallel(chunk)]
         else:
             langs = det.detect_languages_in_parallel_of(chunk)
+            short = [j for j, t in enumerate(chunk) if min_chars <= len(t.strip()) < short_chars]
+            for j, c in zip(short, det.compute_language_confidence_values_in_parallel([chunk[j] for j in short])):
+                langs[j] = _confident(c)
         out.extend("und" if lang is None or len(t.strip()) < min_chars else lang.iso_code_639_1.name.lower()
                    for t, lang in zip(chunk, langs))
     return out

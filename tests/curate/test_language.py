@@ -1,0 +1,27 @@
+"""Language detection on prose only (issue 16.3): unfenced code, identifiers and chemical names removed;
+short texts need a confident detection (real lingua detector)."""
+
+from sftloop.curate.language import detect_languages, prose
+
+CODE_REQUEST = ("Can you explain why this loop never stops and how I should fix it?\n"
+                "for (int i = 0; i < n; i--) { total += values[i]; }\n"
+                "while (queue.size() > 0) { item = queue.pop(); process(item); }\n"
+                "if (x->next == NULL) { return -1; }")
+CHEMICAL = ("What is the melting point of 2-methyl-4-(trifluoromethyl)benzoic_acid compared with "
+            "C6H5COOH, and which one dissolves better in water at room temperature?")
+
+
+def test_prose_drops_code_lines_and_non_words():
+    p = prose(CODE_REQUEST)
+    assert p == "Can you explain why this loop never stops and how I should fix it?"
+    c = prose(CHEMICAL)
+    assert "trifluoromethyl" not in c and "C6H5COOH" not in c and "melting point" in c
+    md = "**Note:** keep the receipt (you will need it) and call us."
+    assert prose(md) == "keep the receipt (you will need it) and call us."  # a parenthesis is prose, ** markup is not
+
+
+def test_english_with_code_or_chemicals_is_english_and_short_unsure_is_und():
+    langs = detect_languages([CODE_REQUEST, CHEMICAL, "Danke schön, das hat sehr geholfen, wirklich!", "ok lol sure yes"],
+                             min_chars=5)
+    assert langs[:2] == ["en", "en"]
+    assert langs[3] == "und"  # short and not confidently one language
