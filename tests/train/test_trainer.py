@@ -18,7 +18,7 @@ from train_helpers import write_train_config
 def test_short_run_writes_adapter_report_and_registers_candidate(tiny_root, tiny_run):
     run_dir, summary = tiny_run
     assert summary["steps"] == 6 and summary["mask"] == "block4d"
-    assert summary["token_efficiency"] > 0.9  # packed rows are nearly full
+    assert summary["padding_efficiency"] > 0.9  # packed rows are nearly full
     assert summary["best_eval_loss"] is not None and summary["dataset"]["name"] == "tiny"
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     for f in ("report.md", "loss.png", "grad_norms.png", "effective_rank.png"):
@@ -74,6 +74,12 @@ def test_killed_run_resumes_from_checkpoint(tiny_root, tiny_run):
     assert not (tiny_root / "runs" / "killed" / "run.json").exists()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    # off a TTY: a line per stage, plain progress lines, no tqdm frames, no deprecation warning from our calls
+    for line in ("train: dataset version ...", "train: encode + pack done in", "train: training 6 optimizer steps from step 3 (resumed)",
+                 "train: step 6/6 (100%)", "train: training done in", "train: adapter, report, registry done in"):
+        assert line in r.stderr, (line, r.stderr[-3000:])
+    assert "\r" not in r.stderr and "it/s]" not in r.stderr and "is_gradient_checkpointing" not in r.stderr
+    assert "{'loss':" not in r.stdout + r.stderr  # Trainer's per-log dicts are not printed
     resumed = json.loads((tiny_root / "runs" / "killed" / "run.json").read_text())
     assert resumed["resumed"] is True and resumed["steps"] == full["steps"]
     assert abs(resumed["final_eval_loss"] - full["final_eval_loss"]) < 0.05
@@ -147,4 +153,4 @@ def test_unpacked_run_uses_padding_and_length_grouping(tiny_root):
                                          eval_steps=2, save_steps=2, register_as=""))
     summary = json.loads((train(cfg, tiny_root, progress=False) / "run.json").read_text())
     assert summary["steps"] == 2 and summary["mask"] == "block4d"
-    assert 0.3 < summary["token_efficiency"] < 1.0  # padded batches waste slots; packing does not
+    assert 0.3 < summary["padding_efficiency"] < 1.0  # padded batches waste slots; packing does not
