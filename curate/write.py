@@ -74,8 +74,9 @@ def funnel_markdown(name: str, version: str, funnel: list[dict], counts: dict[st
     lines += ["", "| output | rows |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in counts.items()]
     if examples is not None:
         lines += ["", "## Drop reasons", "",
-                  "Every reason, with two dropped rows each (id, and an excerpt: the matched phrase where the stage "
-                  "records one, else the first user turn; redacted)."]
+                  "Every reason, with two dropped rows each: id and an excerpt (redacted, at most 80 characters): the "
+                  "matched phrase where the stage records one, the end of the last reply for `truncated`, the "
+                  "shortest reply for `min_words:assistant`, else the first user turn."]
         if excluded:
             lines += [f"All dropped rows are in `{excluded}` (full row, `stage`, `reason`, `rep_id`, details in "
                       "`meta`); quarantined input rows are in `quarantine.jsonl`. To read one reason:", "",
@@ -96,17 +97,26 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def _excerpt(messages: list[dict], meta: str | None) -> str:
-    """What to show of a dropped row: the phrase a stage recorded (`refusal`), else the first user turn."""
+def _excerpt(messages: list[dict], meta: str | None, reason: str = "") -> str:
+    """What to show of a dropped row: the phrase a stage recorded (`refusal`), the end of the last reply for
+    `truncated:*`, the shortest reply for `min_words:assistant`, else the first user turn."""
     from sftloop.curate.mine.redact import redact
 
     m = json.loads(meta) if meta else {}
+    replies = [x["content"] for x in messages if x["role"] == "assistant"]
+    tail = False
     if isinstance(m.get("refusal"), dict):
         text = f"turn {m['refusal']['turn']}: \"{m['refusal']['phrase']}\""
+    elif reason.startswith("truncated:") and replies:
+        text, tail = replies[-1], True
+    elif reason == "min_words:assistant" and replies:
+        text = min(replies, key=lambda r: len(r.split()))
     else:
         text = next((x["content"] for x in messages if x["role"] == "user"), messages[0]["content"] if messages else "")
     text = " ".join(redact(text)[0].split())
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return "…" + text[-(EXCERPT_CHARS - 1):] if tail else text[:EXCERPT_CHARS - 1] + "…"
 
 
 def reason_examples(excluded: Path, n: int = 2) -> dict[tuple[str, str], list[tuple[str, str]]]:
@@ -115,7 +125,7 @@ def reason_examples(excluded: Path, n: int = 2) -> dict[tuple[str, str], list[tu
              .select("_i", "stage", "reason", "id", "messages", "meta").collect().sort("_i"))
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for r in first.iter_rows(named=True):
-        out.setdefault((r["stage"], r["reason"]), []).append((r["id"], _excerpt(r["messages"], r["meta"])))
+        out.setdefault((r["stage"], r["reason"]), []).append((r["id"], _excerpt(r["messages"], r["meta"], r["reason"])))
     return out
 
 

@@ -187,7 +187,8 @@ def test_funnel_lists_every_reason_with_examples_and_points_to_excluded(tmp_path
             + [{"messages": [{"role": "user", "content": long_q + str(k)},
                              {"role": "assistant", "content": "I’m sorry, but I can’t help with that request today."}]}
                for k in range(3)]
-            + [{"messages": [{"role": "user", "content": long_q}, {"role": "assistant", "content": "Sure."}]}])
+            + [{"messages": [{"role": "user", "content": long_q}, {"role": "assistant", "content": "Sure."}]}]
+            + [{"messages": [{"role": "user", "content": "mail jane.doe@example.com " + "x" * 100}, {"role": "assistant", "content": a}]}])
     cfg = tmp_path / "c.toml"
     cfg.write_text(chat_config("f", write_chat(tmp_path, rows))
                    + '[[stages]]\ntype = "min_words"\nmax_drop_share = 1.0\n[[stages]]\ntype = "refusal"\nmax_drop_share = 1.0\n')
@@ -196,7 +197,8 @@ def test_funnel_lists_every_reason_with_examples_and_points_to_excluded(tmp_path
     ex = pl.read_parquet(v / "excluded.parquet")
     table = md[md.index("## Drop reasons"):]
     lines = {ln.split(" | ")[1]: ln for ln in table.splitlines() if ln.startswith(("| min_words | ", "| refusal | "))}
-    assert "| min_words | min_words:user | 1 |" in lines["min_words:user"]
+    assert "| min_words | min_words:user | 2 |" in lines["min_words:user"]
+    assert lines["min_words:assistant"].endswith("` Sure. |")  # the short reply is the excerpt
     refusal = lines["refusal"]
     assert refusal.startswith("| refusal | refusal | 3 |")
     ids = ex.filter(pl.col("reason") == "refusal")["id"].to_list()
@@ -210,6 +212,6 @@ def test_funnel_lists_every_reason_with_examples_and_points_to_excluded(tmp_path
     code = snippet.removeprefix('python -c "').removesuffix('"')
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert all(i in out for i in ids)
-    # an excerpt is the first user turn, redacted, at most 80 characters
-    excerpt = lines["min_words:assistant"].removesuffix(" |").split(" | ")[3].split("` ", 1)[1]
+    # an excerpt (here the first user turn) is redacted and at most 80 characters
+    excerpt = lines["min_words:user"].removesuffix(" |").split(" | ")[3].split("<br>")[1].split("` ", 1)[1]
     assert "jane.doe@example.com" not in md and "[EMAIL]" in excerpt and len(excerpt) <= 80 and excerpt.endswith("…")
