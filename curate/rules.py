@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import re
 
-_APOSTROPHE = str.maketrans({c: "'" for c in "’‘`´ʼ′"})  # one character for one: match spans map back
+import polars as pl
+
+_APOSTROPHE_CHARS = "’‘`´ʼ′"
+_APOSTROPHE = str.maketrans({c: "'" for c in _APOSTROPHE_CHARS})  # one character for one: match spans map back
 
 # A refusal names what is declined: "I can't" + one of these verbs ("I can't wait", "I cannot stress
 # enough", "I can't help but notice" are not refusals).
@@ -31,6 +34,15 @@ REFUSAL_PHRASES: dict[str, str] = {
     "knowledge_cutoff": r"my knowledge cut-?off",
 }
 REFUSAL = re.compile(r"\b(?:" + "|".join(f"(?P<{k}>{v})" for k, v in REFUSAL_PHRASES.items()) + ")", re.I)
+# The same pattern without its one look-ahead, for Rust's regex (polars): a superset, so it can pick the
+# candidates a column-wise stage then confirms with `refusal_match` (one rule, ~10x faster on ShareGPT).
+_PREFILTER = "(?i)" + REFUSAL.pattern.replace(r"(?! but\b)", "")
+_APOSTROPHES = "[" + "".join(_APOSTROPHE_CHARS) + "]"
+
+
+def refusal_candidates(texts: pl.Series) -> pl.Series:
+    """Boolean per text: could `refusal_match` find a phrase in it (False means it cannot)."""
+    return texts.fill_null("").str.replace_all(_APOSTROPHES, "'").str.contains(_PREFILTER)
 
 
 def refusal_match(text: str) -> str | None:

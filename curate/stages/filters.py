@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from sftloop.curate.language import detect_languages
-from sftloop.curate.rules import refusal_match, truncation_reason
+from sftloop.curate.rules import refusal_candidates, refusal_match, truncation_reason
 from sftloop.curate.stages.base import Context, FieldError, StageConfig, StageResult
 from sftloop.curate.text import contents
 from sftloop.schema import content_id
@@ -335,7 +335,13 @@ class Refusal(StageConfig):
         return None
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
-        found = [self.match(msgs) for msgs in df["messages"].to_list()]
+        el = pl.element()
+        in_scope = (contents(("assistant",)) if self.scope == "any" else pl.col("messages").list.eval(
+            el.filter(el.struct.field("role") == "assistant").struct.field("content")).list.last())
+        cand = refusal_candidates(df.select(t=in_scope)["t"])  # column-wise; `match` confirms each candidate
+        found: list[dict | None] = [None] * df.height
+        for i, msgs in zip(cand.arg_true().to_list(), df.filter(cand)["messages"].to_list()):
+            found[i] = self.match(msgs)
         if self.mode == "flag":
             return StageResult.split(df.with_columns(refusal=pl.Series([f is not None for f in found])), None)
         res = _by_list(df, ["refusal" if f else None for f in found])

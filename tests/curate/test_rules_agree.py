@@ -71,3 +71,14 @@ def test_truncation_filter_and_miner_agree(reply):
 def test_matched_phrase_is_the_text_as_written():
     assert refusal_match("Well. I can’t assist with that, sorry.") == "I can’t assist"
     assert refusal_match("AS AN AI LANGUAGE MODEL I cannot") == "AS AN AI LANGUAGE MODEL"
+
+
+def test_column_prefilter_never_misses_what_the_rule_matches():
+    import polars as pl
+
+    from sftloop.curate.rules import refusal_candidates
+
+    texts = REFUSALS + NOT_REFUSALS + TRUNCATED + COMPLETE
+    cand = refusal_candidates(pl.Series(texts)).to_list()
+    assert all(c for t, c in zip(texts, cand) if refusal_match(t) is not None)
+    assert cand[texts.index("I can't help but notice your balance grew; that is the interest compounding.")]  # confirmed by re
