@@ -32,7 +32,7 @@ def endpoint(argilla, request):
 
     name = "t-" + request.node.name.replace("_", "-")[:40].lower()
     client = rg.Argilla(api_url=argilla.url, api_key=OWNER_KEY)
-    ws = client.workspaces(name) or rg.Workspace(name=name, client=client).create()
+    ws = next((w for w in client.workspaces if w.name == name), None) or rg.Workspace(name=name, client=client).create()
     for user in ("owner", "annotator"):
         if user not in {u.username for u in ws.users}:
             ws.add_user(user)

@@ -1,21 +1,25 @@
 """An annotator reviews in the real Argilla web UI (headless Debian chromium), then pull applies it."""
 
 import json
+import os
 import shutil
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from sftloop.curate.review import push, serve
 from sftloop.curate.review.pull import pull
-from .review_helpers import ANNOTATOR_KEY, dataset_id, search
+from .review_helpers import ANNOTATOR_KEY, OWNER_KEY, dataset_id, records_by_external_id, search
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def test_annotator_submits_in_the_web_ui_and_pull_applies_it(endpoint, curated):
+def test_annotator_submits_in_the_web_ui_and_pull_applies_it(endpoint, curated, tmp_path):
     from playwright.sync_api import sync_playwright
+
+    shot_dir = Path(os.environ.get("SFTLOOP_SCREENSHOTS", tmp_path))  # set it to keep the record card's screenshot
 
     root, vdir = curated
     push.push_sample_qa(endpoint, vdir, size=3, seed=5)
@@ -31,6 +35,10 @@ def test_annotator_submits_in_the_web_ui_and_pull_applies_it(endpoint, curated):
             page.wait_for_url(lambda u: "sign-in" not in u)
             page.goto(f"{endpoint.url}/dataset/{ds}/annotation-mode", wait_until="networkidle")
             page.wait_for_selector("button.button--submit")
+            ours = sorted(records_by_external_id(endpoint, OWNER_KEY, "sample-qa"))
+            card = page.inner_text("body")
+            assert "Record id" in card and any(rid in card for rid in ours), card[:2000]  # a reviewer can cite it
+            page.screenshot(path=str(shot_dir / "argilla-record.png"), full_page=True)
             shown = page.inner_text("[aria-label='Question: verdict']")
             assert "keep" in shown and "reject" in shown
             page.click("label[for=verdict_keep]")

@@ -16,6 +16,27 @@ def _rows(vdir: Path) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(vdir / f"{s}.parquet") for s in ("train", "val")])
 
 
+def test_first_push_is_quiet_describes_questions_and_shows_our_id(endpoint, curated, recwarn, caplog):
+    """A normal first push (new workspace queue): no SDK warnings ("Dataset ... not found", batch size
+    normalised), every question has a one-line description, every record carries our id as a field."""
+    import logging
+
+    import argilla as rg
+
+    _, vdir = curated
+    caplog.set_level(logging.WARNING)
+    out = push.push_sample_qa(endpoint, vdir, size=5, seed=2)
+    assert out["pushed"] == 5
+    # ResourceWarnings (a socket collected late, anyone's) are hidden by Python by default: not what a user sees
+    assert [str(w.message) for w in recwarn.list if not issubclass(w.category, ResourceWarning)] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("argilla")] == []
+    ds = rg.Argilla(api_url=endpoint.url, api_key=OWNER_KEY).datasets(name="sample-qa", workspace=endpoint.workspace)
+    for q in ds.settings.questions:
+        assert q.description and "\n" not in q.description, q.name
+    recs = records_by_external_id(endpoint, OWNER_KEY, "sample-qa")
+    assert recs and all(r["fields"]["record_id"] == rid for rid, r in recs.items())
+
+
 def test_sample_qa_round_trip(endpoint, curated):
     root, vdir = curated
     out = push.push_sample_qa(endpoint, vdir, size=8, seed=1)
