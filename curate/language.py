@@ -20,7 +20,9 @@ CODE_LINE_SYMBOLS = 0.15  # share of {}[]()<>=;$\|&^~@` among a line's visible c
 _SYMBOLS = re.compile(r"[{}\[\]()<>=;$\\|&^~@`]")
 _STATEMENT = re.compile(r"^\s*(?:import |from \S+ import |def |class |return\b|public |private |static |const |let |var |"
                         r"function\b|#include|package |using |SELECT |INSERT |UPDATE |CREATE |\$ |>>> |<[a-zA-Z/!])")
-_NON_WORD = re.compile(r"\S*(?:[_0-9]|[a-z][A-Z])\S*|\S*[^\w\s'’.,!?;:\"()-]\S*")
+# a run of printable ASCII holding a digit, `_`, camelCase or a code symbol: an identifier, number,
+# URL or chemical name, not a word (ASCII runs only, so CJK text, written without spaces, stays whole)
+_NON_WORD = re.compile(r"[\x21-\x7e]*(?:[_0-9]|[a-z][A-Z]|[{}\[\]<>=;$\\|&^~@`/+*#%])[\x21-\x7e]*")
 
 
 def prose(text: str) -> str:
