@@ -1,6 +1,7 @@
 import json
 
 import polars as pl
+import pytest
 
 from sftloop.curate.review.pull import best_threshold, cohen_kappa
 from sftloop.curate.review.queues import Decision
@@ -41,3 +42,27 @@ def test_cohen_kappa_and_threshold_tuning():
     assert cohen_kappa([Decision("1", {}, {}, {"u1": {"v": "keep"}})], "v")["records_with_two_reviewers"] == 0
     t = best_threshold([0.70, 0.74, 0.78, 0.82, 0.86], [False, False, True, True, True])
     assert t["threshold"] == 0.78 and t["accuracy"] == 1.0
+
+
+def test_review_modules_do_not_import_the_pipeline():
+    """Pulling a queue needs the dataset-version contract, not curate's pipeline or its writer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sftloop.curate.review.pull, sftloop.curate.review.push, sftloop.curate.review.queues\n"
+            "print(sorted(m for m in sys.modules if m in ('sftloop.curate.write', 'sftloop.curate.pipeline', "
+            "'sftloop.curate.config', 'sftloop.curate.sources')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_queue_is_declared_once():
+    """The CLIs' choices and pull's dispatch come from QUEUES (settings are checked against a real Argilla
+    in test_push_pull: the SDK needs a server to build them)."""
+    from sftloop.curate.review.__main__ import main
+    from sftloop.curate.review.queues import QUEUES, Queue
+
+    assert list(QUEUES) == ["sample-qa", "near-dups", "failures"]
+    assert all(isinstance(q, Queue) and q.name == name and q.guidelines for name, q in QUEUES.items())
+    with pytest.raises(SystemExit):
+        main(["push", "no-such-queue"])
