@@ -4,6 +4,8 @@ Exit codes: 0 a version was published (LATEST points at it); 2 nothing was publi
 unchanged: a config error, an input that cannot be curated (missing file, empty glob, unknown asset,
 no rows, every row quarantined, no row survived the stages), a stage over its drop share, or the
 dataset name is being written by another run. The message is one line naming the file or key.
+Exit 1: stage code raised on a shard (the line names the stage, the shard and the row); nothing is
+published. `--executor local|processes|ray` (`--address`, `--workers`) overrides the config's executor.
 """
 
 from __future__ import annotations
