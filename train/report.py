@@ -23,7 +23,10 @@ def _int(x: int | float | None) -> str:
 
 
 def _pct(num: float | None, den: float | None) -> str:
-    return "n/a" if num is None or not den else f"{num / den:.1%}"
+    """Share of the data; above 1 (several epochs) as passes over it."""
+    if num is None or not den:
+        return "n/a"
+    return f"{num / den:.1%}" if num <= den else f"{num / den:.2f} passes"
 
 
 def ema(values: list[float], span: int) -> list[float]:
@@ -145,8 +148,8 @@ def rank_advice(rows: list[dict], r: int) -> str:
     else:
         head = f"r = {r} is not oversized (the busiest module's median layer needs it)."
     if small:
-        head += (f" With peft's per-module `rank_pattern` these could be smaller: "
-                 + ", ".join(f"{x['module']} {x['suggested_r']}" for x in rows if x["module"] in small) + ".")
+        head += (" Per module (peft's `rank_pattern`), smaller would do for "
+                 + ", ".join(f"{x['module']} (r = {x['suggested_r']})" for x in rows if x["module"] in small) + ".")
     return head
 
 
@@ -181,7 +184,7 @@ def report_lines(summary: dict, log: list[dict], history: list[dict], r: int, sp
               f"{_pct(s.get('rows_trained'), s.get('rows_total'))} |",
               f"| conversations (in those rows) | {_int(s.get('conversations_trained'))} | {_int(s.get('conversations_total'))} | "
               f"{_pct(s.get('conversations_trained'), s.get('conversations_total'))} |",
-              f"| tokens (non-pad) | {_int(s.get('processed_tokens'))} | {_int(s.get('tokens_total'))} | "
+              f"| tokens read (non-pad) | {_int(s.get('processed_tokens'))} | {_int(s.get('tokens_total'))} | "
               f"{_pct(s.get('processed_tokens'), s.get('tokens_total'))} |",
               f"| trained tokens (with a label) | {_int(s.get('trained_tokens'))} | {_int(s.get('label_tokens_total'))} | "
               f"{_pct(s.get('trained_tokens'), s.get('label_tokens_total'))} |",
@@ -212,9 +215,9 @@ def report_lines(summary: dict, log: list[dict], history: list[dict], r: int, sp
               "| module | energy rank 90%, median | max over layers | entropy eff. rank, median | ‖B·A‖ | grad norm | suggestion |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for x in rows:
+        gn = "n/a" if x["grad_norm"] is None else f"{x['grad_norm']:.3f}"
         lines.append(f"| {x['module']} | {x['energy_rank90_median']:g} | {x['energy_rank90_max']} | "
-                     f"{x['erank_median']:.1f} | {x['drift']:.3f} | {x['grad_norm'] if x['grad_norm'] is None else round(x['grad_norm'], 3)} | "
-                     f"{x['verdict']} |")
+                     f"{x['erank_median']:.1f} | {x['drift']:.3f} | {gn} | {x['verdict']} |")
     lines += ["", "## Run", "",
               f"- dataset: {s['dataset']['name']} {s['dataset']['version']}",
               f"- base model: {s['base_model']} · attention {s['attn_implementation']} · mask {s['mask']}",
