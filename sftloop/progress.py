@@ -52,7 +52,7 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit:
         yield item
         n += 1
         now = time.monotonic()
-        if now - last >= every_s:
+        if now - last >= every_s and n != total:  # the last item gets the summary line, not both
             last = now
             rate = n / (now - start)
             eta = f", ETA {_fmt((total - n) / rate)}" if total and rate > 0 else ""
