@@ -112,9 +112,7 @@ def plan(names: list[str], root: Path, reg_path: Path, cfg: ServeConfig) -> list
                 what = "chat template" if key.startswith("chat") else f"tokenizer of {model_dir}"
                 raise ServeError(f"{name}: the served {what} differs from the one run {entry.run} trained with "
                                  f"({key} {fp[key][:12]} != {rec[key][:12]}); refusing to serve it")
-        key = model_dir.resolve() if entry.merged or not adapter else model_dir.resolve()
-        if entry.merged:
-            key = Path(f"{model_dir.resolve()}#merged")
+        key = Path(f"{model_dir.resolve()}#merged") if entry.merged else model_dir.resolve()
         srv = servers.get(key)
         if srv is None:
             srv = servers[key] = ServerPlan(model_dir=model_dir, served_name="", template=template,
