@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from sftloop.rules import declines_match
+
 
 def _extract_json(text: str) -> Any:
     t = text.strip()
@@ -50,17 +52,8 @@ def run_checks(checks: dict, answer: str) -> dict[str, bool]:
     return out
 
 
-# Refusals of a legitimate request (the false-refusal rule). curate's refusal filter has a broader
-# pattern for training data (boilerplate too); this one only matches declining to help.
-REFUSAL = re.compile(
-    r"\b(?:i(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:no|')t|am unable to|am not able to|won't)|"
-    r"i (?:cannot|can't|am unable to|am not able to|won't be able to) (?:help|assist|provide|do that|share|answer|"
-    r"process|comply|fulfill)|as an ai(?: language model)?,? i (?:cannot|can't|don't|do not)|"
-    r"i(?:'m| am) not (?:able|allowed|permitted) to (?:help|assist|provide|share|discuss))",
-    re.I,
-)
-
-
+# Refusals of a legitimate request (the false-refusal rule): the declining phrases of the one refusal
+# rule in sftloop/rules.py, which curate's filters and the miner apply too.
 def is_refusal(answer: str) -> bool:
     """True when the answer declines the request (phrase patterns, checked on the first 300 characters)."""
-    return REFUSAL.search(answer[:300]) is not None
+    return declines_match(answer[:300]) is not None

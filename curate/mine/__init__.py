@@ -2,7 +2,7 @@
 
 `logs` (schema, validation with quarantine, ISO-week selection), `redact` (typed placeholders, the one
 privacy choke point), `detect` (every failure reason that fires for a row; refusal and truncation are
-`curate/rules.py`, shared with the training filters), `understand` (k-means clusters with c-TF-IDF
+`sftloop/rules.py`, shared with the training filters), `understand` (k-means clusters with c-TF-IDF
 terms, embedding drift vs training prompts, KS length shift, weekly judge trend with a 5% drop alert,
 per-category failure rates), `run` (the weekly run: judge and uncertainty scoring, reports), `queue`
 (failures prepared for the Argilla failures queue), `demo_logs` (demo logs made by the prod model).

@@ -1,6 +1,6 @@
 """Failure detectors for one logged exchange. Each returns the reasons that fire (all of them).
 
-Refusal and truncation are the training filters' own rules (`curate/rules.py`), so a reply mined as a
+Refusal and truncation are the training filters' own rules (`sftloop/rules.py`), so a reply mined as a
 failure is one the `refusal`/`truncated` stages keep out of training."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import re
 from collections import Counter
 
-from sftloop.curate.rules import is_refusal, is_truncated
+from sftloop.rules import is_refusal, is_truncated
 
 
 def repetition_loop(text: str, n: int = 4, min_repeats: int = 4) -> bool:

@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from sftloop.curate.language import detect_languages
-from sftloop.curate.rules import refusal_candidates, refusal_match, truncation_reason
+from sftloop.rules import refusal_candidates, refusal_match, truncation_reason
 from sftloop.curate.stages.base import Context, FieldError, StageConfig, StageResult
 from sftloop.curate.text import contents
 from sftloop.schema import content_id
@@ -312,7 +312,7 @@ class Truncated(StageConfig):
 
 class Refusal(StageConfig):
     """Refusal / boilerplate replies ("As an AI language model ...", "I can't assist with that"), the one
-    definition in `curate/rules.py` that mining uses too.
+    definition in `sftloop/rules.py` that mining uses too.
 
     `scope = "last"` (default) checks the last assistant reply, the one that is trained; `"any"` checks
     every assistant reply. `mode = "filter"` drops; `"flag"` keeps the row and marks meta `refusal: true`.

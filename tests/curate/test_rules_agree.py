@@ -1,11 +1,11 @@
-"""The training filters and the failure miner share one refusal and one truncation rule (curate/rules.py):
+"""The training filters and the failure miner share one refusal and one truncation rule (sftloop/rules.py):
 the same reply is a failure for the miner exactly when the filter keeps it out of training."""
 
 import pytest
 from curate_frames import frame
 
 from sftloop.curate.mine.detect import detect
-from sftloop.curate.rules import refusal_match
+from sftloop.rules import refusal_match
 from sftloop.curate.stages.filters import Refusal, Truncated
 
 Q = "Could you explain how compound interest works for my savings account?"
@@ -76,9 +76,25 @@ def test_matched_phrase_is_the_text_as_written():
 def test_column_prefilter_never_misses_what_the_rule_matches():
     import polars as pl
 
-    from sftloop.curate.rules import refusal_candidates
+    from sftloop.rules import refusal_candidates
 
     texts = REFUSALS + NOT_REFUSALS + TRUNCATED + COMPLETE
     cand = refusal_candidates(pl.Series(texts)).to_list()
     assert all(c for t, c in zip(texts, cand) if refusal_match(t) is not None)
     assert cand[texts.index("I can't help but notice your balance grew; that is the interest compounding.")]  # confirmed by re
+
+
+@pytest.mark.parametrize("text,declines", [
+    ("I'm sorry, but I can't share account passwords.", True),
+    ("I’m not equipped to provide invoice or order details.", True),
+    ("I cannot assist with that request.", True),
+    ("As an AI language model, I have no body. Your order ships Monday.", False),
+    ("My knowledge cutoff is 2023, but here is how returns work: ...", False),
+    ("I can't wait to help you with your return!", False),
+])
+def test_the_gate_counts_the_declining_phrases_of_the_same_rule(text, declines):
+    """evaluate's false-refusal rule and curate's filter read one list (sftloop/rules.py)."""
+    from sftloop.evaluate.checks import is_refusal as gate_refusal
+    assert gate_refusal(text) is declines
+    if declines:
+        assert refusal_match(text) is not None  # what the gate calls a refusal, curate drops too

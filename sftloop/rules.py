@@ -1,9 +1,10 @@
 """Domain rules about an assistant reply, declared once: is it a refusal (or AI boilerplate), was it cut off.
 
-The training filters (`curate/stages/filters.py`: `refusal`, `truncated`) and the failure miner
+They live in `sftloop/` (the contract layer) because three packages apply them: the training filters (`curate/stages/filters.py`: `refusal`, `truncated`) and the failure miner
 (`curate/mine/detect.py`: `behaviour:refusal`, `behaviour:truncated`) both call these, so what the loop
 mines as a failure is what it keeps out of training (tests/curate/test_rules_agree.py feeds both the
-same strings). Matching is case-insensitive and apostrophe-blind: curly quotes, backticks and the
+same strings), and the gate's false-refusal rule (`evaluate/checks.py`) counts the declining phrases
+of the same list (`declines_match`: boilerplate and knowledge-cutoff notes are not a refusal to help). Matching is case-insensitive and apostrophe-blind: curly quotes, backticks and the
 modifier letter read as `'`, so "I can’t" is "I can't".
 """
 
@@ -21,7 +22,7 @@ _APOSTROPHE = str.maketrans({c: "'" for c in _APOSTROPHE_CHARS})  # one characte
 _DECLINED = (r"(?:help(?! but\b)(?: you)?(?: with)?|assist|provide|fulfil+|comply|do that|browse|access|generate|"
              r"create|write|share|answer|process|complete|engage|support|discuss|give you|offer)")
 _CANNOT = (r"i (?:cannot|can ?not|can't|won't|will not|won't be able to)|"
-           r"i(?:'m| am) (?:unable|not able|not allowed|not permitted) to")
+           r"i(?:'m| am) (?:unable|not able|not allowed|not permitted|not equipped) to")
 
 REFUSAL_PHRASES: dict[str, str] = {
     # name -> pattern; declared once, combined into one regex (first match wins, by position)
@@ -49,6 +50,19 @@ def refusal_match(text: str) -> str | None:
     """The refusal or boilerplate phrase in `text` as written ("I can’t assist with"), or None."""
     m = REFUSAL.search(text.translate(_APOSTROPHE))
     return None if m is None else text[m.start():m.end()]
+
+
+DECLINING = ("declines", "sorry_but")  # the phrases that decline the request itself
+
+
+def declines_match(text: str) -> str | None:
+    """The first phrase in `text` that declines the request ("I'm sorry, but I can't"), or None;
+    boilerplate ("as an AI model") and knowledge-cutoff notes do not count here."""
+    t = text.translate(_APOSTROPHE)
+    for m in REFUSAL.finditer(t):
+        if m.lastgroup in DECLINING:
+            return text[m.start():m.end()]
+    return None
 
 
 def is_refusal(text: str) -> bool:
