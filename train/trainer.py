@@ -54,7 +54,7 @@ class PackedTrainer(Trainer):
         loss = out[0] if return_outputs else out
         if not torch.isfinite(loss):
             ids = rows.tolist() if rows is not None else "?"
-            raise FloatingPointError(f"non-finite loss {float(loss)} at step {self.state.global_step}, packed rows {ids}")
+            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.state.global_step}, packed rows {ids}")
         if self.monitor is not None and model.training:  # per-step loss for the report's smoothed curve
             scaled = kw.get("num_items_in_batch") is not None and bool(self.model_accepts_loss_kwargs)
             self.monitor.add_loss(self.state.global_step + 1, float(loss.detach()), scaled)
