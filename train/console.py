@@ -44,7 +44,8 @@ class ConsoleLog(TrainerCallback):
     def __init__(self, every_s: float = 30.0, cmd: str = "train"):
         self.every_s = every_s
         self.cmd = cmd
-        self._start = self._last = 0.0
+        self._last = self._prev = 0.0
+        self._train_s = 0.0  # time in optimizer steps only: evaluation pauses do not inflate the ETA
         self._first_step = 0
         self._loss: float | None = None  # EMA of logged train loss
 
@@ -52,7 +53,8 @@ class ConsoleLog(TrainerCallback):
         print(f"{self.cmd}: {text}", file=sys.stderr, flush=True)
 
     def on_train_begin(self, args, state, control, **kw):
-        self._start = self._last = time.monotonic()
+        self._last = self._prev = time.monotonic()
+        self._train_s = 0.0
         self._first_step = state.global_step
         start = f" from step {state.global_step} (resumed)" if state.global_step else ""
         self._print(f"training {state.max_steps} optimizer steps{start}")
@@ -65,14 +67,17 @@ class ConsoleLog(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if metrics and "eval_loss" in metrics:
             self._print(f"eval loss {metrics['eval_loss']:.4f} at step {state.global_step}")
+        self._prev = time.monotonic()
 
     def on_step_end(self, args, state, control, **kw):
         now = time.monotonic()
+        self._train_s += now - self._prev
+        self._prev = now
         if now - self._last < self.every_s and state.global_step < state.max_steps:
             return
         self._last = now
         done = state.global_step - self._first_step
-        per_step = (now - self._start) / max(done, 1)
+        per_step = self._train_s / max(done, 1)
         left = max(state.max_steps - state.global_step, 0)
         loss = f", loss {self._loss:.3f} (smoothed)" if self._loss is not None else ""
         self._print(f"step {state.global_step}/{state.max_steps} ({state.global_step / max(state.max_steps, 1):.0%}){loss}, "
