@@ -26,9 +26,7 @@ from typing import Any
 import polars as pl
 
 from sftloop.curate.stages.base import Context, StageConfig, StageResult
-from sftloop.schema import PARQUET_SCHEMA
-
-EXCLUDED_SCHEMA = {"_row": pl.UInt32, **PARQUET_SCHEMA, "stage": pl.String, "reason": pl.String, "rep_id": pl.String}
+from sftloop.dataset_version import EXCLUDED_SCHEMA
 # decontaminate still writes only ctx.reports (not yet StageResult.info): its one constant number
 _LEGACY_INFO_KEYS = frozenset({"eval_items"})
 _CACHES: dict[tuple, dict[str, Any]] = {}  # per process: tokenizer / embedder, loaded once per worker
