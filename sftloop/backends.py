@@ -24,11 +24,13 @@ request's timeout is capped by the time left, queued requests are cancelled when
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,16 @@ from sftloop.settings import cache_dir
 
 def _h(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft (0.17) reads transformers' deprecated `is_gradient_checkpointing` alias when it wraps or
+    loads an adapter: a FutureWarning about peft's code, not ours. Silenced for exactly that message,
+    in the three places that build a PeftModel (train, merge, the hf backend)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+        yield
 
 
 class BackendError(RuntimeError):
@@ -158,7 +170,8 @@ class HFBackend:
                 if self._adapter is not None:
                     from peft import PeftModel
 
-                    m = PeftModel.from_pretrained(m, self._adapter).merge_and_unload()
+                    with quiet_peft():
+                        m = PeftModel.from_pretrained(m, self._adapter).merge_and_unload()
             except Exception as e:  # noqa: BLE001
                 raise BackendError(f"could not load model {self._base} (adapter {self._adapter}): {e}") from e
             self._model = m.eval()

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from transformers import TrainerCallback
 
 from sftloop.progress import _fmt, stage
+from sftloop.train.distributed import is_main
 
 
 class Stages:
@@ -27,6 +28,8 @@ class Stages:
 
     def next(self, name: str) -> None:
         self.done()
+        if not is_main():  # under torchrun only rank 0 speaks: one log, not one per process
+            return
         self._current = self._stack.enter_context(stage(self.cmd, name))
 
     def detail(self, text: str) -> None:
@@ -50,6 +53,8 @@ class ConsoleLog(TrainerCallback):
         self._loss: float | None = None  # EMA of logged train loss
 
     def _print(self, text: str) -> None:
+        if not is_main():
+            return
         print(f"{self.cmd}: {text}", file=sys.stderr, flush=True)
 
     def on_train_begin(self, args, state, control, **kw):

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sftloop.assets import resolve_model
+from sftloop.backends import quiet_peft
 
 
 def merge(run_dir: Path, out: Path | None = None) -> Path:
@@ -18,7 +19,8 @@ def merge(run_dir: Path, out: Path | None = None) -> Path:
     from peft import PeftModel
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, run_dir / "adapter").merge_and_unload()
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, run_dir / "adapter").merge_and_unload()
     out = out or run_dir / "merged"
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(run_dir / "adapter").save_pretrained(out)

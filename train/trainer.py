@@ -13,7 +13,6 @@ import math
 import os
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from sftloop import registry
 from sftloop.assets import resolve_model
+from sftloop.backends import quiet_peft
 from sftloop.fingerprint import chat_template_sha256, tokenizer_sha256
 from sftloop.settings import repo_root
 from sftloop.train import data as D
@@ -206,8 +206,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # DDP/FSDP-safe
         model.enable_input_require_grads()
-    with warnings.catch_warnings():  # peft reads the deprecated `is_gradient_checkpointing` alias
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+    with quiet_peft():  # peft reads the deprecated `is_gradient_checkpointing` alias
         model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                                  target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM"))
 

@@ -75,3 +75,17 @@ def test_energy_rank_and_suggestion():
     rows = {x["module"]: x for x in rank_rows(last, 8)}
     assert rows["q_proj"]["suggested_r"] == 4 and rows["q_proj"]["verdict"] == "r = 4 would do"
     assert rows["v_proj"]["verdict"].startswith("saturated")
+
+
+def test_only_rank_0_prints_stage_and_progress_lines(monkeypatch, capsys):
+    """Under torchrun every process runs the same trainer: rank 1 stays quiet, rank 0 speaks."""
+    from sftloop.train.console import ConsoleLog, Stages
+    for rank, expect in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        s = Stages("train")
+        s.next("encode + pack")
+        s.done()
+        ConsoleLog()._print("step 1/2")
+        err = capsys.readouterr().err
+        assert ("train: encode + pack ..." in err and "train: step 1/2" in err) is expect, (rank, err)
+        assert bool(err) is expect
