@@ -59,7 +59,7 @@ if [ "${SFTLOOP_SKIP_VLLM:-0}" != "1" ] && { [ ! -f "$vstamp" ] || [ "$(cat "$vs
     echo "$VLLM_PKG" > "$vstamp"
     echo "setup: $VLLM_PKG ready in $VVENV ($(( $(date +%s) - t0 )) s)"
   else
-    echo "setup: could not install $VLLM_PKG into $VVENV; \`just serve\` will not work and the loop runs in-process (just demo --in-process)" >&2
+    echo "setup: could not install $VLLM_PKG into $VVENV; \`just serve\` will not work and the loop runs in-process (just demo in-process)" >&2
   fi
 fi
 
