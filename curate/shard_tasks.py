@@ -27,8 +27,7 @@ import polars as pl
 
 from sftloop.curate.stages.base import Context, StageConfig, StageResult
 from sftloop.dataset_version import EXCLUDED_SCHEMA
-# decontaminate still writes only ctx.reports (not yet StageResult.info): its one constant number
-_LEGACY_INFO_KEYS = frozenset({"eval_items"})
+
 _CACHES: dict[tuple, dict[str, Any]] = {}  # per process: tokenizer / embedder, loaded once per worker
 
 
@@ -149,13 +148,6 @@ def excluded_rows(df: pl.DataFrame, dropped: pl.DataFrame, stage: str) -> pl.Dat
     return fold_helpers_into_meta(full.with_columns(stage=pl.lit(stage))).select(list(EXCLUDED_SCHEMA))
 
 
-def _legacy_report(report: dict[str, Any]) -> tuple[dict, dict]:
-    """A report a stage wrote only into `ctx.reports`: numbers and dicts are counters, the rest info."""
-    info = {k: v for k, v in report.items()
-            if k in _LEGACY_INFO_KEYS or not isinstance(v, (int, float, dict)) or isinstance(v, bool)}
-    return {k: v for k, v in report.items() if k not in info}, info
-
-
 def _first_failing_row(stage: StageConfig, df: pl.DataFrame, ctx: Context) -> str:
     for i in range(df.height):
         one = df.slice(i, 1)
@@ -212,8 +204,6 @@ def run_row_task(t: RowTask) -> ShardOut:
         raise _fail(t.stage, shard, df, task_context(t.settings, False), e, "apply") from None
     out = _write_outputs(t, shard, df, res.kept, res.dropped, t0)
     out.counters, out.info = res.counters, res.info
-    if not res.counters and not res.info and t.stage.name in ctx.reports:
-        out.counters, out.info = _legacy_report(ctx.reports[t.stage.name])
     return _finish(out, marker, key)
 
 

@@ -135,8 +135,7 @@ class Decontaminate(StageConfig):
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
         et = self.eval_texts()
         if not et.norm or df.is_empty():
-            self._report(ctx, et, {})
-            return StageResult.split(df, None)
+            return StageResult.split(df, None).reported(ctx, self.name, *self._report(et, {}))
         turns = (df.select(pl.col("messages")).with_row_index("row").explode("messages")
                  .with_columns(turn=pl.int_range(pl.len()).over("row") + 1)
                  .select("row", "turn", role=pl.col("messages").struct.field("role"),
@@ -174,7 +173,7 @@ class Decontaminate(StageConfig):
         embedded = 0
         if self.embed_threshold is not None:
             embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
-        self._report(ctx, et, best, embedded)
+        counters, info = self._report(et, best, embedded)
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
         roles, tno = turns["role"].to_list(), turns["turn"].to_list()
@@ -184,7 +183,7 @@ class Decontaminate(StageConfig):
         tagged = df.with_columns(_why=pl.Series(reasons, dtype=pl.String), _item=pl.Series(rep, dtype=pl.String))
         res = StageResult.split(tagged, pl.col("_why"), pl.col("_item"))
         res.kept = res.kept.drop("_why", "_item", strict=False)
-        return res
+        return res.reported(ctx, self.name, counters, info)
 
     def _containment(self, et: EvalTexts, doc: np.ndarray, wh: np.ndarray) -> pl.DataFrame:
         """(doc, tid, containment) for every turn a text hits: >= `containment` of its n-grams (long
@@ -280,15 +279,15 @@ class Decontaminate(StageConfig):
                         hit(d, it, "embedding", sim)
         return len(row_texts)
 
-    def _report(self, ctx: Context, et: EvalTexts, best: dict, embedded: int = 0) -> None:
-        """This shard's report (the pipeline merges shards): items hit per method, rows dropped, windows embedded."""
-        rep = ctx.reports[self.name] = {
-            "eval_sets": list(self.eval_sets), "eval_items": len(et.items),
-            "templates_ignored": et.templates,
-            "rows_dropped": len(best), "windows_embedded": embedded, "by_method": {}, "items_hit": {}}
+    def _report(self, et: EvalTexts, best: dict, embedded: int = 0) -> tuple[dict, dict]:
+        """This shard's (counters, info): the runner sums counters over shards (rows dropped, windows
+        embedded, hits per method and item) and keeps info once (the eval sets, the same in every shard)."""
+        info = {"eval_sets": list(self.eval_sets), "eval_items": len(et.items), "templates_ignored": et.templates}
+        rep: dict = {"rows_dropped": len(best), "windows_embedded": embedded, "by_method": {}, "items_hit": {}}
         for m, item_id, _, _ in best.values():
             method = METHOD_ORDER[m]
             rep["by_method"][method] = rep["by_method"].get(method, 0) + 1
             per = rep["items_hit"].setdefault(item_id, {})
             per[method] = per.get(method, 0) + 1
         rep["items_hit"] = dict(sorted(rep["items_hit"].items()))
+        return rep, info
