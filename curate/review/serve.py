@@ -141,6 +141,9 @@ def start(cfg: ServerConfig, log_dir: Path | None = None, timeout: float = 120.0
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )
             _wait(lambda: _redis_ping(cfg.host, cfg.redis_port), "redis", 20, run.procs)
+        if not LAUNCH.exists():  # the plugin is not installed with the package: it lives in the checkout
+            raise FileNotFoundError(f"review server: {LAUNCH} not found; run the review server from a sftloop "
+                                    "checkout (`pip install -e .`), where curate/review/server/ lives")
         for step in ("migrate", "users"):
             r = subprocess.run([py, LAUNCH, step], env=env, capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
