@@ -61,3 +61,10 @@ def test_no_package_starts_another_of_ours_as_a_subprocess():
     bad = [f"{p.relative_to(ROOT)}: {s}" for pkg in MAY_NOT_IMPORT for p in sorted((ROOT / pkg).rglob("*.py"))
            for s in ours if s in p.read_text(encoding="utf-8")]
     assert not bad, bad
+
+
+def test_test_file_names_are_unique():
+    """pytest imports test modules by basename (no __init__.py in tests/): two test_x.py stop collection."""
+    from collections import Counter
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], names
