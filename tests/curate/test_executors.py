@@ -57,10 +57,22 @@ def ray_cluster():
     started = [p for p in psutil.Process().children(recursive=True)]
     yield ray
     ray.shutdown()
-    gone, alive = psutil.wait_procs(started, timeout=20)
-    for p in alive:  # stopped by PID, should shutdown leave one behind
+
+    def running(procs):  # a zombie has exited (only its parent's wait is missing): not running
+        out = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    _, alive = psutil.wait_procs(started, timeout=30)
+    for p in running(alive):  # stopped by PID, should shutdown leave one behind
         p.kill()
-    assert not alive, f"left running after ray.shutdown(): {[p.pid for p in alive]}"
+    _, alive = psutil.wait_procs(running(alive), timeout=10)
+    assert not running(alive), f"still running after ray.shutdown() and kill by PID: {[p.pid for p in alive]}"
 
 
 @pytest.fixture(scope="module")
