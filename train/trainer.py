@@ -204,7 +204,10 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if cfg.bf16 else torch.float32,
                                                  attn_implementation=attn)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # DDP/FSDP-safe
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x: the old name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})  # DDP/FSDP-safe
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     with quiet_peft():  # peft reads the deprecated `is_gradient_checkpointing` alias
         model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
