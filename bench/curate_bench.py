@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import time
 
 import numpy as np
@@ -26,19 +25,7 @@ import polars as pl
 
 from sftloop import assets
 from sftloop.settings import offline_env
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
-    from the parent across fork+exec, so a child started by a 2.7 GB parent would report 2.7 GB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from sftloop.procs import peak_rss_mb
 
 
 def load_texts() -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import polars as pl
 
 from sftloop.curate.stages.base import Context, StageConfig, StageResult
 from sftloop.dataset_version import EXCLUDED_SCHEMA
+from sftloop.procs import peak_rss_mb
 
 _CACHES: dict[tuple, dict[str, Any]] = {}  # per process: tokenizer / embedder, loaded once per worker
 
@@ -85,18 +85,6 @@ def _key(step: str, stage: StageConfig, shard: Path, extra: bytes = b"") -> str:
     h = hashlib.sha256(f"{step}\0{type(stage).__name__}\0{stage.model_dump_json()}\0{_sha(shard)}\0".encode())
     h.update(extra)
     return h.hexdigest()
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM; ru_maxrss carries a parent's peak over fork+exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def atomic_parquet(df: pl.DataFrame, path: Path) -> None:
@@ -183,7 +171,7 @@ def _write_outputs(t: RowTask, shard: Path, df: pl.DataFrame, kept: pl.DataFrame
 
 
 def _finish(out: ShardOut, marker: Path, key: str) -> ShardOut:
-    out.peak_rss_mb = _peak_rss_mb()
+    out.peak_rss_mb = peak_rss_mb()
     _atomic_json({"key": key, "out": asdict(out)}, marker)
     return out
 

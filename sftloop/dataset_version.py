@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sftloop import settings
 from sftloop.assets import sha256_file
 from sftloop.schema import PARQUET_SCHEMA
+from sftloop.procs import pid_alive
 
 SPLITS = ("train", "val", "test")  # the chat-record parts, in this order
 PARTS: dict[str, str] = {  # part name -> file in the version dir
@@ -248,21 +249,11 @@ def dataset_lock(base: Path) -> Iterator[None]:
         fh.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_temp_dirs(base: Path) -> None:
     """`.work-<pid>-*` / `.writing-<pid>-*` dirs of processes that no longer run (killed runs)."""
     for d in [*base.glob(".work-*"), *base.glob(".writing-*")]:
         pid = d.name.split("-")[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 

@@ -37,6 +37,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from sftloop.settings import repo_root
+from sftloop.procs import pid_alive
 
 DEFAULT_BASE = "smollm2-135m-instruct"
 
@@ -168,16 +169,6 @@ def serve_state_path(path: Path | None = None) -> Path:
     return (path or registry_path()).with_name(".sftloop-serve.json")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def serve_state(path: Path | None = None) -> ServeState | None:
     """The running servers' state, or None (no file, an unreadable file or every PID dead)."""
     p = serve_state_path(path)
@@ -187,7 +178,7 @@ def serve_state(path: Path | None = None) -> ServeState | None:
         st = ServeState.model_validate_json(p.read_text())
     except Exception:  # noqa: BLE001 - a half-written or stale file means: no server
         return None
-    return st if any(_alive(e.pid) for e in st.entries.values()) else None
+    return st if any(pid_alive(e.pid) for e in st.entries.values()) else None
 
 
 def served(name: str, path: Path | None = None) -> tuple[ServeState, ServedModel] | None:
@@ -196,7 +187,7 @@ def served(name: str, path: Path | None = None) -> tuple[ServeState, ServedModel
     if os.environ.get("SFTLOOP_BACKEND", "auto") == "hf":
         return None
     st = serve_state(path)
-    if st is None or name not in st.entries or not _alive(st.entries[name].pid):
+    if st is None or name not in st.entries or not pid_alive(st.entries[name].pid):
         return None
     entry = get(name, path)
     sm = st.entries[name]

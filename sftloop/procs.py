@@ -1,0 +1,25 @@
+"""Facts about processes that several packages need (the lock, the serve state, shard tasks, benchmarks)."""
+
+from __future__ import annotations
+
+import resource
+
+import psutil
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this PID exists (psutil: also True when it belongs to another user)."""
+    return psutil.pid_exists(pid)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
+    from the parent across fork+exec, so a child started by a 2.7 GB parent would report 2.7 GB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
