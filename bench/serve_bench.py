@@ -74,7 +74,7 @@ def gate(root: Path, reg: Path, profile: str) -> dict:
     return {"seconds": s, "verdict": res.verdict, "exit": res.exit_code, "backends": res.details.get("backends"),
             "model_calls": calls.get("model_calls"), "from_cache": calls.get("from_cache"),
             "calls_per_s": (calls.get("model_calls") or 0) / s, "by_kind": calls.get("by_kind"),
-            "rules": {c.name: c.status for c in res.checks}, "examples": res.details.get("examples")}
+            "rules": {c.name: c.outcome for c in res.checks}, "values": {c.name: c.value for c in res.checks}, "examples": res.details.get("examples")}
 
 
 def startup(root: Path, reg: Path, dtype: str) -> dict:
@@ -110,30 +110,41 @@ def main() -> None:
     res: dict = {"run": str(run), "dtype": a.dtype, "eager": a.eager, "cpus": os.cpu_count(),
                  "load_before": os.getloadavg()}
     print(f"serve_bench: run {run}, dtype {a.dtype}, {'eager' if a.eager else 'compiled'}", flush=True)
+    out = root / "reports" / f"serve-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
 
-    os.environ["SFTLOOP_BACKEND"] = "hf"
-    res["hf_gen_tok_s"], res["hf_gen_s"], hf_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
-    print(f"hf generation: {res['hf_gen_tok_s']:.1f} tok/s", flush=True)
-    if not a.skip_gate:
-        fresh_cache()
-        res["gate_hf"] = gate(root, reg, a.profile)
-        print(f"hf gate: {res['gate_hf']['seconds']:.0f} s, {res['gate_hf']['verdict']}", flush=True)
-    os.environ.pop("SFTLOOP_BACKEND")
+    def save() -> None:  # after every step: a later failure keeps what was measured
+        out.write_text(json.dumps(res, indent=2, default=str))
 
+    # vLLM first: a server that cannot start fails the script before the long in-process gate
     servers = serve.start(["candidate", "prod", "base"], serve.ServeConfig(dtype=a.dtype, enforce_eager=a.eager),
                           root, reg)
     res["server_start_s"] = servers[0].seconds
     try:
         res["vllm_gen_tok_s"], res["vllm_gen_s"], v_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
-        res["gen_identical"] = sum(x == y for x, y in zip(hf_out, v_out))
-        print(f"vLLM generation: {res['vllm_gen_tok_s']:.1f} tok/s ({res['gen_identical']}/{a.prompts} identical)", flush=True)
+        print(f"vLLM generation: {res['vllm_gen_tok_s']:.1f} tok/s", flush=True)
+        save()
         if not a.skip_gate:
             fresh_cache()
             res["gate_vllm"] = gate(root, reg, a.profile)
             print(f"vLLM gate: {res['gate_vllm']['seconds']:.0f} s, {res['gate_vllm']['verdict']}", flush=True)
+            save()
             res["gate_vllm_cached"] = gate(root, reg, a.profile)  # same cache, filled by the run above
     finally:
         serve.stop(reg)
+    os.environ["SFTLOOP_BACKEND"] = "hf"
+    res["hf_gen_tok_s"], res["hf_gen_s"], hf_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
+    print(f"hf generation: {res['hf_gen_tok_s']:.1f} tok/s", flush=True)
+    save()
+    if not a.skip_gate:
+        fresh_cache()
+        res["gate_hf"] = gate(root, reg, a.profile)
+        print(f"hf gate: {res['gate_hf']['seconds']:.0f} s, {res['gate_hf']['verdict']}", flush=True)
+        save()
+    os.environ.pop("SFTLOOP_BACKEND")
+
+    res["gen_identical"] = sum(x == y for x, y in zip(hf_out, v_out))
+    print(f"greedy answers identical: {res['gen_identical']}/{a.prompts}", flush=True)
     if a.startup:
         res["startup_s"] = startup(root, reg, a.dtype)
     res["load_after"] = os.getloadavg()
@@ -145,9 +156,7 @@ def main() -> None:
         res["rules_differing"] = {k: (gh["rules"][k], gv["rules"].get(k)) for k in gh["rules"] if gh["rules"][k] != gv["rules"].get(k)}
         res["answers_identical"] = sum(x["candidate"] == y["candidate"] and x["prod"] == y["prod"]
                                        for x, y in zip(gh["examples"] or [], gv["examples"] or []))
-    out = root / "reports" / f"serve-bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=str))
+    save()
     print(json.dumps({k: v for k, v in res.items() if not k.startswith("gate_")}, indent=2, default=str))
     for k in ("gate_hf", "gate_vllm", "gate_vllm_cached"):
         if k in res:
