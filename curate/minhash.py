@@ -72,36 +72,52 @@ def band_params(threshold: float, num_perm: int, min_recall: float = 0.985) -> t
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
+def valid_rows(sig: np.ndarray) -> np.ndarray:
+    """Indices of the documents that have shingles (a document without any stays all EMPTY)."""
+    return np.flatnonzero(~(np.asarray(sig) == EMPTY).all(axis=1)).astype(np.int64)
+
+
+def unique_pairs(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """The union of pair arrays (i < j < n), sorted by (i, j): what `np.unique(..., axis=0)` gives, faster."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.zeros((0, 2), dtype=np.int64)
+    p = np.concatenate(parts).astype(np.int64, copy=False)
+    code = np.unique(p[:, 0] * np.int64(n) + p[:, 1])
+    return np.stack([code // n, code % n], axis=1)
+
+
+def band_candidates(sig: np.ndarray, idx: np.ndarray, bands: range, rows: int, max_bucket: int = 64) -> np.ndarray:
+    """Candidate pairs (i < j) of the documents `idx` that share a bucket in one of `bands`; buckets of
+    more than `max_bucket` documents are linked as stars (from their smallest index). Vectorised: a
+    Polars self-join on the bucket key per band, no Python loop over buckets."""
+    if not len(bands):
+        return np.zeros((0, 2), dtype=np.int64)
+    cols = np.asarray(sig[:, bands.start * rows:bands.stop * rows])[idx]  # one read of this range's columns
+    parts = []
+    for bi in bands:
+        block = cols[:, (bi - bands.start) * rows:(bi - bands.start + 1) * rows]
+        mult = np.random.RandomState(1000 + bi).randint(1, 1 << 62, size=rows, dtype=np.uint64) | np.uint64(1)
+        with np.errstate(over="ignore"):
+            key = (block * mult[None, :]).sum(axis=1, dtype=np.uint64)  # a 64-bit mix of the band; collisions are verified away
+        f = pl.DataFrame({"k": key, "i": idx}).with_columns(n=pl.len().over("k")).filter(pl.col("n") > 1)
+        small = f.filter(pl.col("n") <= max_bucket).select("k", "i")
+        pairs = small.join(small, on="k", suffix="_j").filter(pl.col("i") < pl.col("i_j"))
+        star = (f.filter(pl.col("n") > max_bucket).with_columns(m=pl.col("i").min().over("k"))
+                .filter(pl.col("i") != pl.col("m")))
+        parts.append(np.stack([pairs["i"].to_numpy(), pairs["i_j"].to_numpy()], axis=1))
+        parts.append(np.stack([star["m"].to_numpy(), star["i"].to_numpy()], axis=1))
+    return unique_pairs(parts, sig.shape[0])
+
+
 def lsh_candidates(sig: np.ndarray, threshold: float, max_bucket: int = 64) -> np.ndarray:
-    """Candidate pairs (i < j) sharing at least one band. Large buckets are linked as stars.
+    """Candidate pairs (i < j) sharing at least one band, sorted. Large buckets are linked as stars.
 
     Bands/rows are chosen recall-first (`band_params`): every candidate is verified by exact
     Jaccard, so a false positive costs only time while a false negative is a duplicate that stays.
     """
-    n, num_perm = sig.shape
-    bands, rows = band_params(threshold, num_perm)
-    valid = ~(sig == EMPTY).all(axis=1)
-    idx = np.flatnonzero(valid).astype(np.int64)
-    pairs = []
-    for bi in range(bands):
-        block = sig[idx, bi * rows:(bi + 1) * rows]
-        mult = np.random.RandomState(1000 + bi).randint(1, 1 << 62, size=rows, dtype=np.uint64) | np.uint64(1)
-        with np.errstate(over="ignore"):
-            key = (block * mult[None, :]).sum(axis=1, dtype=np.uint64)  # a 64-bit mix of the band; collisions are verified away
-        frame = pl.DataFrame({"k": key, "i": idx})
-        groups = frame.group_by("k").agg(pl.col("i")).filter(pl.col("i").list.len() > 1)["i"].to_list()
-        for members in groups:
-            members = sorted(members)
-            if len(members) <= max_bucket:
-                m = np.array(members)
-                ii, jj = np.triu_indices(len(m), 1)
-                pairs.append(np.stack([m[ii], m[jj]], axis=1))
-            else:
-                m = np.array(members)
-                pairs.append(np.stack([np.full(len(m) - 1, m[0]), m[1:]], axis=1))
-    if not pairs:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(pairs), axis=0)
+    bands, rows = band_params(threshold, sig.shape[1])
+    return band_candidates(sig, valid_rows(sig), range(bands), rows, max_bucket)
 
 
 class ShingleSets:
@@ -109,22 +125,31 @@ class ShingleSets:
     LSH made candidates (so memory stays bounded: the full shingle table is never kept).
 
     `texts` is the corpus as a Series, or a function giving the texts of given document indices
-    (the sharded pipeline reads only the candidates' texts back from disk)."""
+    (the sharded pipeline reads only the candidates' texts back from disk, `read_chunk` documents
+    per read: each read of the shards is a scan, so reads are few and shingling chunks small)."""
 
-    def __init__(self, texts: pl.Series | Callable[[np.ndarray], pl.Series], ngram: int, docs: np.ndarray):
+    def __init__(self, texts: pl.Series | Callable[[np.ndarray], pl.Series], ngram: int, docs: np.ndarray,
+                 read_chunk: int = 20_000):
         self._memo: dict[int, np.ndarray] = {}
         texts_of = (lambda idx: texts.gather(idx)) if isinstance(texts, pl.Series) else texts
         docs = np.unique(docs)
-        for lo in range(0, len(docs), 5_000):  # small chunks: the transient word table stays small
-            part = docs[lo:lo + 5_000]
-            sh = shingle_frame(texts_of(part), ngram)
-            d = sh["doc"].to_numpy()
-            h = sh["h"].to_numpy()
-            order = np.lexsort((h, d))
-            d, h = d[order], h[order]
-            cuts = np.searchsorted(d, np.arange(len(part) + 1))
-            for k, doc in enumerate(part.tolist()):
-                self._memo[doc] = np.unique(h[cuts[k]:cuts[k + 1]])
+        for lo in range(0, len(docs), read_chunk):
+            want = docs[lo:lo + read_chunk]
+            got = texts_of(want)
+            if len(got) != len(want):
+                raise ValueError(f"texts_of gave {len(got)} texts for {len(want)} documents (first asked: {want[:5].tolist()})")
+            for so in range(0, len(want), 5_000):  # small chunks: the transient word table stays small
+                part = docs[lo + so:lo + so + 5_000]
+                sh = shingle_frame(got.slice(so, 5_000), ngram)
+                d = sh["doc"].to_numpy()
+                h = sh["h"].to_numpy()
+                order = np.lexsort((h, d))
+                d, h = d[order], h[order]
+                first = np.r_[True, (d[1:] != d[:-1]) | (h[1:] != h[:-1])] if len(d) else np.zeros(0, dtype=bool)
+                d, h = d[first], h[first]  # distinct per document, still sorted
+                cuts = np.searchsorted(d, np.arange(len(part) + 1))
+                for k, doc in enumerate(part.tolist()):
+                    self._memo[doc] = h[cuts[k]:cuts[k + 1]]
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self._memo[i]
@@ -144,17 +169,20 @@ def signature_matrix(texts: pl.Series, num_perm: int = 128, ngram: int = 5, seed
     return sig
 
 
+def pair_sims(pairs: np.ndarray, texts: pl.Series | Callable[[np.ndarray], pl.Series],
+              ngram: int = 5) -> tuple[np.ndarray, ShingleSets]:
+    """Exact shingle Jaccard of every pair (i, j), in pair order, and the shingle sets read for them."""
+    sets = ShingleSets(texts, ngram, pairs.ravel())
+    sims = np.array([jaccard_sorted(sets[i], sets[j]) for i, j in pairs.tolist()], dtype=np.float64)
+    return sims, sets
+
+
 def verify_candidates(cand: np.ndarray, texts: pl.Series | Callable[[np.ndarray], pl.Series], lowest: float,
                       ngram: int = 5) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
     """Candidate pairs whose exact shingle Jaccard is >= `lowest`, their similarities, the shingle sets."""
-    sets = ShingleSets(texts, ngram, cand.ravel())
-    keep, sims = [], []
-    for i, j in cand.tolist():
-        s = jaccard_sorted(sets[i], sets[j])
-        if s >= lowest:
-            keep.append((i, j))
-            sims.append(s)
-    return np.array(keep, dtype=np.int64).reshape(-1, 2), np.array(sims, dtype=np.float64), sets
+    sims, sets = pair_sims(cand, texts, ngram)
+    keep = sims >= lowest
+    return cand[keep].astype(np.int64).reshape(-1, 2), sims[keep], sets
 
 
 def near_duplicate_edges(texts: pl.Series, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,

@@ -28,8 +28,8 @@ from sftloop.curate.config import PipelineConfig
 from sftloop.curate.sources import InputError, SourceConfig, iter_source, resolve_paths
 from sftloop.curate.split import assign_splits
 from sftloop.curate.executors import Executor, ExecutorConfig, make_executor
-from sftloop.curate.shard_tasks import (EXCLUDED_SCHEMA, RowTask, ShardOut, fold_helpers_into_meta, run_features_task,
-                                        run_row_task, run_split_task, shared_cache)
+from sftloop.curate.shard_tasks import (EXCLUDED_SCHEMA, RowTask, ShardOut, ShardTexts, fold_helpers_into_meta,
+                                        run_features_task, run_row_task, run_split_task, shared_cache)
 from sftloop.curate.stages.base import (BORDERLINE_SCHEMA, Context, GlobalStage, StageConfig, merge_counters,
                                         merge_info)
 from sftloop.curate.stages.system_prompt import INPUT_SYSTEM_PROMPTS, prompt_distribution
@@ -126,13 +126,9 @@ def load_sources(cfg: PipelineConfig, quarantine: Path, work: Path,
 
 
 def _texts_of(shards: list[Path], rows: np.ndarray):
-    """texts_of(feature indices) -> Series of full conversation texts, read back from the shards."""
-    def get(idx: np.ndarray) -> pl.Series:
-        want = pl.DataFrame({"_row": rows[np.asarray(idx, dtype=np.int64)].astype(np.uint32), "_i": np.arange(len(idx))})
-        found = (pl.scan_parquet(shards).join(want.lazy(), on="_row", how="inner")
-                 .select("_i", t=contents(None)).collect().sort("_i"))
-        return found["t"]
-    return get
+    """texts_of(feature indices) -> Series of full conversation texts, read back from the shards (picklable:
+    a GlobalStage's tasks may read texts themselves)."""
+    return ShardTexts(tuple(str(p) for p in shards), rows)
 
 
 @dataclass
@@ -250,6 +246,7 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
     qpath.unlink(missing_ok=True)
     settings = {"seed": cfg.seed, "tokenizer": cfg.tokenizer, "embedding_model": cfg.embedding_model}
     ctx = Context(**settings, progress=progress, _cache=shared_cache(settings))
+    ctx.executor, ctx.workdir = ex, workdir  # GlobalStage.decide may run tasks too (ctx.map); never sent to tasks
     t0 = time.time()
     first_errors: list[str] = []
     shards, src_stats, n_rows = load_sources(cfg, qpath, workdir, first_errors)

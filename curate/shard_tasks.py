@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from sftloop.curate.stages.base import Context, StageConfig, StageResult
@@ -71,6 +72,25 @@ class RowTask:
     settings: dict[str, Any]
     progress: bool = False
     dropped: pl.DataFrame | None = None  # GlobalStage split: this shard's rows the driver dropped
+
+
+@dataclass
+class ShardTexts:
+    """texts_of(feature indices) -> Series of full conversation texts, read back from the shards by `_row`.
+    Paths and row numbers only, so it travels inside task descriptions (a GlobalStage's tasks read the
+    texts they need themselves: MinHash verification)."""
+
+    shards: tuple[str, ...]
+    rows: np.ndarray  # feature index -> _row
+
+    def __call__(self, idx: np.ndarray) -> pl.Series:
+        from sftloop.curate.text import contents
+
+        want = pl.DataFrame({"_row": self.rows[np.asarray(idx, dtype=np.int64)].astype(np.uint32),
+                             "_i": np.arange(len(idx))})
+        found = (pl.scan_parquet(list(self.shards)).join(want.lazy(), on="_row", how="inner")
+                 .select("_i", t=contents(None)).collect().sort("_i"))
+        return found["t"]
 
 
 def _sha(path: Path) -> str:

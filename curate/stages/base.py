@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
@@ -27,6 +32,10 @@ class Context:
     reports: dict[str, Any] = field(default_factory=dict)
     borderline: list[pl.DataFrame] = field(default_factory=list)  # near-dup pairs near a threshold, for review
     _cache: dict[str, Any] = field(default_factory=dict)
+    # the run's executor and work dir (the pipeline sets them): `decide` may run tasks with `map`. Never in
+    # `settings()`: tasks get settings and paths, not the executor. None: tasks run in this process.
+    executor: Any = None
+    workdir: Path | None = None
 
     def settings(self) -> dict[str, Any]:
         """What a task on another process needs to rebuild this context (caches are rebuilt there)."""
@@ -35,6 +44,37 @@ class Context:
     def for_task(self, progress: bool | None = None) -> "Context":
         """A context for one shard's task: the same settings and caches, its own reports."""
         return Context(**self.settings(), progress=self.progress if progress is None else progress, _cache=self._cache)
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], desc: str) -> list[Any]:
+        """`fn` (a top-level function) over task descriptions on the run's executor; results in item order."""
+        if self.executor is None:
+            return [fn(x) for x in items]
+        return self.executor.map(fn, items, desc)
+
+    def parallelism(self) -> int:
+        """How many tasks the executor runs at once (1 in this process): how finely to split a step."""
+        ex = self.executor
+        if ex is None or ex.kind == "local":
+            return 1
+        if getattr(ex, "workers", None):
+            return int(ex.workers)
+        if ex.kind == "ray":
+            import ray
+
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return 1
+
+    @contextmanager
+    def scratch(self, prefix: str) -> Iterator[Path]:
+        """A private directory for one step's task files, removed afterwards: under the work dir (which
+        every worker sees, as the shards do), else a temporary one."""
+        if self.workdir is not None:
+            Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=self.workdir))
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
     def tokenizer_obj(self):
         if "tok" not in self._cache:

@@ -23,12 +23,15 @@ from sftloop.curate.stages.base import merge_counters, merge_info
 
 ROW_AND_DEDUP = STAGES.split('[[stages]]\ntype = "embed_dedup"')[0]  # every row stage kind + exact/MinHash dedup
 WITH_EMBED = ROW_AND_DEDUP + '[[stages]]\ntype = "embed_dedup"\n'  # + MiniLM features computed in the workers
+# three near-duplicate pairs (one or two words changed): minhash_dedup has candidates in every band-range task
+NEAR_DUPS = (f'[[sources]]\nname = "near-dups"\nformat = "messages"\n'
+             f'path = "{Path(__file__).parents[1] / "fixtures" / "minhash" / "near_dups.jsonl"}"\n')
 
 
-def sharded(tmp_path, fix, rows=4, stages=ROW_AND_DEDUP):
+def sharded(tmp_path, fix, rows=4, stages=ROW_AND_DEDUP, extra_sources=""):
     """The fixture pipeline in shards of `rows` rows (decontaminate's sharding is test_pipeline's: it is
     the slowest stage per shard and has no executor-specific path)."""
-    cfg = write_config(tmp_path, fix, stages=stages)
+    cfg = write_config(tmp_path, fix, extra_sources, stages=stages)
     cfg.write_text(cfg.read_text().replace('name = "fixture-mix"', f'name = "fixture-mix"\nshard_rows = {rows}'))
     return cfg
 
@@ -79,14 +82,15 @@ def ray_cluster():
 def local_run(tmp_path_factory):
     """The sharded fixture pipeline (with embed_dedup: MiniLM features computed in the workers) run locally."""
     tmp = tmp_path_factory.mktemp("executors")
-    cfg = sharded(tmp, FIX, stages=WITH_EMBED)
+    cfg = sharded(tmp, FIX, stages=WITH_EMBED, extra_sources=NEAR_DUPS)
     return tmp, cfg, run_with(tmp, cfg)
 
 
 def test_local_processes_and_ray_give_byte_identical_datasets(local_run, ray_cluster):
     tmp, cfg, v_local = local_run
     files = version_files(v_local)
-    assert len(files) > 5 and pl.read_parquet(v_local / "excluded.parquet").height > 0
+    excluded = pl.read_parquet(v_local / "excluded.parquet")
+    assert len(files) > 5 and (excluded["reason"] == "near_dup:minhash").sum() == 3
     v_proc = run_with(tmp, cfg, "--executor", "processes", "--workers", "2")
     v_ray = run_with(tmp, cfg, "--executor", "ray")
     assert v_proc.name == v_ray.name == v_local.name
