@@ -10,6 +10,10 @@ written as shards again, so at no point is the whole dataset in memory.
 The runner does the accounting datatrove-style: each stage reports in/out/dropped and reasons,
 `in == out + dropped` is checked per shard and per stage, and overall
 `input rows == train + val + test + excluded + quarantined` is checked before writing.
+
+Resume: after each stage the driver writes a stage record (`resume`) before it deletes the previous
+stage's shards; a run on a work dir an earlier run left books the stages whose records match from the
+records and runs from the first one without, whose shard markers skip the shards done before.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import math
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,6 +33,8 @@ from sftloop.curate.config import PipelineConfig
 from sftloop.curate.sources import InputError, SourceConfig, iter_source, resolve_paths
 from sftloop.curate.split import assign_splits
 from sftloop.curate.executors import Executor, ExecutorConfig, make_executor
+from sftloop.curate import resume
+from sftloop.curate.resume import Resumed
 from sftloop.curate.shard_tasks import (EXCLUDED_SCHEMA, RowTask, ShardOut, ShardTexts, fold_helpers_into_meta,
                                         run_features_task, run_row_task, run_split_task, shared_cache)
 from sftloop.curate.stages.base import (BORDERLINE_SCHEMA, Context, GlobalStage, StageConfig, merge_counters,
@@ -63,6 +70,7 @@ class RunResult:
     borderline: pl.DataFrame | None = None  # near-dup pairs near a threshold (review queue input)
     tasks: dict[str, list[ShardOut]] = field(default_factory=dict)  # per stage: each shard task's figures
     features_bytes: dict[str, int] = field(default_factory=dict)  # per GlobalStage: what the driver read to decide
+    resumed: Resumed | None = None  # what was taken over from an earlier run on the same work dir
 
 
 class _Shards:
@@ -140,6 +148,8 @@ class StepOut:
     reasons: Counter
     tasks: list[ShardOut]
     features_bytes: int = 0
+    reports: list[tuple[str, Any]] = field(default_factory=list)  # the ctx.reports entries it set, in order
+    borderline: list[pl.DataFrame] = field(default_factory=list)  # the borderline pairs it appended
 
 
 def _tasks(stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards, tag: str,
@@ -194,6 +204,40 @@ def _run_global_stage(stage: GlobalStage, shards: list[Path], ctx: Context, kept
     return StepOut(k, e, Counter(dropped["reason"].to_list()), outs + fouts, fbytes)
 
 
+def _run_stage(i: int, stage: StageConfig, shards: list[Path], ctx: Context, kept: _Shards, excluded: _Shards,
+               ex: Executor, n: int) -> tuple[StepOut, StageStats]:
+    """Stage i over all shards, booked: its funnel line, and what it put in `ctx.reports` / `ctx.borderline`
+    (reports through the JSON round trip a record gives them, so a resumed run books the same numbers)."""
+    t = time.time()
+    before, n_border = dict(ctx.reports), len(ctx.borderline)
+    runner = _run_global_stage if stage.needs_all_rows else _run_row_stage
+    step = runner(stage, shards, ctx, kept, excluded, ex, f"{i:02d}") if shards else StepOut([], [], Counter(), [])
+    n_drop = sum(step.reasons.values())
+    n_out = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in step.kept)
+    if n_out + n_drop != n:
+        raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {n_drop}")
+    for k, v in list(ctx.reports.items()):
+        if k not in before or before[k] is not v:
+            ctx.reports[k] = resume.json_copy(v)
+            step.reports.append((k, ctx.reports[k]))
+    step.borderline = ctx.borderline[n_border:]
+    return step, StageStats(stage.name, n, n_out, n_drop, time.time() - t, dict(step.reasons.most_common()))
+
+
+def _restore(rec: resume.StageRecord, workdir: Path, ctx: Context, n: int) -> tuple[StepOut, StageStats]:
+    """A stage an earlier run completed, booked from its record as that run booked it."""
+    st = StageStats(**rec.stats)
+    if st.rows_in != n:
+        raise AssertionError(f"stage {rec.stage}: its record has {st.rows_in} rows in, this run has {n}")
+    for k, v in rec.reports:
+        ctx.reports[k] = v
+    if (b := resume.borderline_of(workdir, rec)) is not None:
+        ctx.borderline.append(b)
+    step = StepOut(rec.paths(workdir, "kept"), rec.paths(workdir, "excluded"), Counter(st.reasons), rec.shard_outs(),
+                   rec.features_bytes)
+    return step, st
+
+
 class DropShareError(RuntimeError):
     """A stage dropped more than its `max_drop_share`: the run stops and nothing is published."""
 
@@ -242,6 +286,9 @@ def run(cfg: PipelineConfig, workdir: Path, progress: bool = True, executor: Exe
 
 def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
+    for d in workdir.glob(".*"):  # scratch dirs (`ctx.scratch`) of a run killed on this work dir: one run at a time
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
     qpath = workdir / "quarantine.jsonl"
     qpath.unlink(missing_ok=True)
     settings = {"seed": cfg.seed, "tokenizer": cfg.tokenizer, "embedding_model": cfg.embedding_model}
@@ -264,27 +311,36 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
     tasks: dict[str, list[ShardOut]] = {}
     features: dict[str, int] = {}
     n = n_rows
+    keys = resume.chain(shards, ctx.settings(), cfg.stages)
+    done = resume.restorable(workdir, keys)  # stages completed by an earlier run on this work dir
+    resumed = Resumed(len(done), len(cfg.stages))
     prev_dir: Path | None = None
     for i, stage in enumerate(cfg.stages):
         t = time.time()
         kept = _Shards(workdir, f"stage-{i:02d}", clear=False)
-        runner = _run_global_stage if stage.needs_all_rows else _run_row_stage
-        step = runner(stage, shards, ctx, kept, excluded, ex, f"{i:02d}") if shards else StepOut([], [], Counter(), [])
-        n_drop = sum(step.reasons.values())
-        n_out = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in step.kept)
-        if n_out + n_drop != n:
-            raise AssertionError(f"stage {stage.name}: in {n} != out {n_out} + dropped {n_drop}")
-        funnel.append(StageStats(stage.name, n, n_out, n_drop, time.time() - t, dict(step.reasons.most_common())))
+        if i < len(done):
+            step, st = _restore(done[i], workdir, ctx, n)
+        else:
+            step, st = _run_stage(i, stage, shards, ctx, kept, excluded, ex, n)
+            if i == len(done):
+                final = [o for o in step.tasks if o.features is None]  # apply / split tasks: one a shard
+                resumed.shards_done, resumed.shards = sum(o.skipped for o in final), len(final)
+            resumed.tasks_skipped += sum(o.skipped for o in step.tasks)
+        funnel.append(st)
         tasks[stage.name] = step.tasks
         if step.features_bytes:
             features[stage.name] = step.features_bytes
         if progress:
-            print(f"  {stage.name:16} in {n:>7}  out {n_out:>7}  dropped {n_drop:>6}  ({time.time() - t:.1f}s)")
-        check_drop_share(i, stage, funnel[-1])
+            took = "earlier run" if i < len(done) else f"{time.time() - t:.1f}s"
+            print(f"  {stage.name:16} in {st.rows_in:>7}  out {st.rows_out:>7}  dropped {st.dropped:>6}  ({took})")
+        check_drop_share(i, stage, st)
+        if i >= len(done):  # the record first: only then are the previous stage's shards no longer needed
+            resume.write(workdir, i, keys[i], stage.name, step.kept, step.excluded, asdict(st), step.reports,
+                         step.tasks, step.features_bytes, step.borderline)
         if prev_dir is not None:  # the previous stage's kept shards are consumed
             shutil.rmtree(prev_dir, ignore_errors=True)
         prev_dir = kept.dir
-        shards, n = step.kept, n_out
+        shards, n = step.kept, st.rows_out
         excluded_paths += step.excluded
     if n == 0:
         drops = "; ".join(f"{st.stage} dropped {st.dropped}" + (f" ({next(iter(st.reasons))} ...)" if st.reasons else "")
@@ -292,7 +348,8 @@ def _run(cfg: PipelineConfig, workdir: Path, progress: bool, ex: Executor) -> Ru
         raise InputError(f"no row survived the stages ({n_rows} read): {drops}; nothing published")
     borderline = (pl.concat(ctx.borderline).unique(["id_a", "id_b", "method"]).sort("method", "id_a", "id_b")
                   if ctx.borderline else pl.DataFrame(schema=BORDERLINE_SCHEMA))
-    return RunResult(shards, excluded_paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline, tasks, features)
+    return RunResult(shards, excluded_paths, funnel, src_stats, qpath, rows_in, ctx.reports, borderline, tasks, features,
+                     resumed if resumed.stages or resumed.tasks_skipped else None)
 
 
 def finalise(cfg: PipelineConfig, res: RunResult, out_dir: Path) -> dict[str, Path]:

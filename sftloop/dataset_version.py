@@ -16,7 +16,8 @@ One contract for every reader (train, review push/pull, mine, the `dataset:` sou
 One run at a time writes a dataset name: `dataset_lock` holds a non-blocking `flock` on
 `<name>/.lock` (released by the kernel when the process dies, so a killed run never blocks the next
 one); a second run gets `DatasetLocked` naming the holder's pid. Temp dirs of killed runs are
-removed by the next run that takes the lock.
+removed by the next run that takes the lock; the shared work dir `resume_dir` (`<name>/.work`) is kept
+for the next run to resume from.
 """
 
 from __future__ import annotations
@@ -261,6 +262,15 @@ def work_dir(base: Path) -> Path:
     """A private work dir for one run under the dataset dir (`.work-<pid>-<random>`)."""
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".work-{os.getpid()}-", dir=base))
+
+
+def resume_dir(base: Path) -> Path:
+    """The work dir that runs of one dataset name share, one at a time (`dataset_lock`): `<name>/.work`. It
+    outlives a failed or killed run so the next run resumes from it; the caller removes it once published.
+    Not a temp dir: stale-dir removal leaves it alone."""
+    base.mkdir(parents=True, exist_ok=True)
+    (base / ".work").mkdir(exist_ok=True)
+    return base / ".work"
 
 
 @contextmanager
