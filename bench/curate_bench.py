@@ -12,6 +12,11 @@ On the ShareGPT asset (17,671 conversations) and a 10x corpus made from it by se
 
     python bench/curate_bench.py [--scale 10] [--baseline-rows 3000]
 
+`--minhash-only`: MinHash MB/s per core (asset, scaled corpus); with `--executor processes` also the
+minhash_dedup stage's wall in the sharded pipeline, local vs processes, in the same run.
+
+    python bench/curate_bench.py --minhash-only [--executor processes --workers 2] [--skip-minhash-scaled]
+
 `--issue18`: issue 18's figures in one run, each next to its baseline from the same run and its target
 (PASS/MISS): a per-row Python version of each of the default pipeline's nine non-embedding stages
 (`per_row_steps`) and the tutorial five-filter funnel, both on the same rows; our nine stages; the full
@@ -263,6 +268,46 @@ def minhash_mb_per_core(texts: list[str] | pl.Series, label: str) -> float:
           f"{per_core:.2f} MB/s per core ({rate:,.0f} rows/s wall) vs datatrove's published "
           f"{DATATROVE_MB_S_PER_TASK} MB/s per task: {per_core / DATATROVE_MB_S_PER_TASK:.1f}x")
     return per_core
+
+
+def minhash_stage_walls(source: str, label: str, executor: str, workers: int, shard_rows: int = 5_000) -> None:
+    """The minhash_dedup stage alone in the sharded pipeline, on local and then on `executor`, same run:
+    its wall time (signatures per shard, LSH by band range and verification in chunks as tasks,
+    clustering on the driver) and the time of its `decide`, and what it dropped (must be equal)."""
+    from sftloop.curate.config import load_config
+    from sftloop.curate.pipeline import run
+    from sftloop.curate.stages.dedup_minhash import MinHashDedup
+
+    real, took = MinHashDedup.decide, {}
+
+    def timed(self, *args):
+        t = time.time()
+        try:
+            return real(self, *args)
+        finally:
+            took["decide"] = time.time() - t
+
+    rows = {}
+    MinHashDedup.decide = timed
+    try:
+        for kind in ("local", executor):
+            cfg = load_config(Path(__file__).parents[1] / "curate" / "configs" / "default.toml")
+            cfg.sources[0].path = source
+            cfg.stages = [st for st in cfg.stages if st.type == "minhash_dedup"]
+            cfg.executor, cfg.workers, cfg.shard_rows = kind, (workers or None) if kind != "local" else None, shard_rows
+            with tempfile.TemporaryDirectory() as d:
+                st = run(cfg, Path(d), progress=False).funnel[-1]
+            rows[kind] = (st.seconds, took["decide"], st.dropped)
+            print(f"minhash_dedup stage, {label}, {kind}" + (f" ({cfg.workers or 'all'} workers)" if kind != "local" else "")
+                  + f": {st.rows_in:,} rows in shards of {shard_rows:,}, stage {st.seconds:,.1f} s wall, decide "
+                  f"{took['decide']:,.1f} s, {st.dropped:,} dropped", flush=True)
+    finally:
+        MinHashDedup.decide = real
+    (s0, d0, n0), (s1, d1, n1) = rows["local"], rows[executor]
+    print(f"minhash_dedup stage, {label}: {executor} vs local {s0 / s1:.2f}x (stage), {d0 / d1:.2f}x (decide); "
+          f"dropped {'the same' if n0 == n1 else f'DIFFERENT: {n0} vs {n1}'}")
+    if n0 != n1:
+        raise SystemExit(1)
 
 
 # ---------------------------------------------------------------- issue 18: every target next to its baseline, one run
@@ -690,9 +735,10 @@ def main() -> None:
                     "the scaled corpus's peak RSS, MinHash MB/s per core); reports/curate-bench-<time>.json")
     ap.add_argument("--rows", type=int, default=0, help="--issue18: the first N conversations of the asset (default all)")
     ap.add_argument("--executor", choices=["local", "processes"], default="local",
-                    help="--issue18: also run the pipeline on the processes executor, one shard per worker")
+                    help="--issue18: also run the pipeline on the processes executor, one shard per worker; "
+                         "--minhash-only: also the minhash_dedup stage's wall, local vs this executor")
     ap.add_argument("--workers", type=int, default=0, help="--issue18 --executor processes: workers (default: all cores)")
-    ap.add_argument("--skip-minhash-scaled", action="store_true", help="--issue18: MinHash MB/s on the asset only")
+    ap.add_argument("--skip-minhash-scaled", action="store_true", help="--issue18, --minhash-only: MinHash on the asset only")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one measurement in its own process (JSON spec)
     a = ap.parse_args()
     if a.child:
@@ -704,8 +750,18 @@ def main() -> None:
     if a.minhash_only:
         texts = load_texts()
         minhash_mb_per_core(texts, "ShareGPT asset")
+        if a.executor != "local":
+            minhash_stage_walls(ASSET, "ShareGPT asset", a.executor, a.workers)
+        if a.skip_minhash_scaled:
+            return
         big, _ = make_corpus(texts, a.scale)
         minhash_mb_per_core(big, f"{a.scale}x corpus")
+        if a.executor != "local":
+            del big
+            with tempfile.TemporaryDirectory() as d:
+                n = write_scaled_corpus(Path(d) / "scaled.jsonl", a.scale)
+                minhash_stage_walls(str(Path(d) / "scaled.jsonl"), f"{a.scale}x corpus ({n:,} conversations)",
+                                    a.executor, a.workers)
         return
     if a.pipeline_10x:
         with tempfile.TemporaryDirectory() as d:
