@@ -163,17 +163,39 @@ def estimate_prefix(tok, messages: list[dict], text: str, token_ends: list[int],
     return (cands[lo - 1], rendered[cands[lo - 1]]) if lo else None
 
 
+def _split_marks(tok) -> tuple[str, ...]:
+    """Added special tokens that leave the whitespace before them alone (no `lstrip`): the tokenizer cuts the
+    text at each before normalising or pre-tokenising, so the text before one is tokenized independently."""
+    added = getattr(tok, "added_tokens_decoder", {}) or {}
+    return tuple(t.content for t in added.values() if getattr(t, "special", False) and not getattr(t, "lstrip", True))
+
+
 def fit_prefixes(tok, convs: list[list[dict]], texts: list[str], token_ends: list[list[int]],
                  max_tokens: int) -> list[tuple[int, int] | None]:
     """For conversations over `max_tokens`: (messages kept, exact token count) of the longest prefix that ends
     with an assistant reply and fits, or None when even the first exchange does not fit.
 
-    Each estimate (`estimate_prefix`) is confirmed by tokenizing the kept prefix, all rows in one batch, so
-    the count is exactly what `train` will see; where an estimate was off (a token spanning a boundary in
-    a template without special tokens there), shorter prefixes are tried exactly, longest first."""
+    An estimate (`estimate_prefix`) is exact where the kept prefix is a prefix of the full rendering, a token
+    of it ends exactly where the prefix ends, and an added special token starts right there (the tokenizer
+    splits at added tokens before anything else, so the text before one is tokenized the same alone:
+    ChatML-style templates, SmolLM2's). Every other estimate is confirmed by tokenizing the kept prefix, all
+    rows in one batch, so the count is exactly what `train` will see; where an estimate was off (a token
+    spanning a boundary in a template without special tokens there), shorter prefixes are tried exactly,
+    longest first."""
     est = [estimate_prefix(tok, m, t, e, max_tokens) for m, t, e in zip(convs, texts, token_ends)]
-    todo = [k for k, v in enumerate(est) if v is not None]
-    exact = dict(zip(todo, _n_tokens(tok, [est[k][1] for k in todo])))  # type: ignore[index]
+    marks = _split_marks(tok)
+    exact: dict[int, int] = {}
+    todo: list[int] = []
+    for k, v in enumerate(est):
+        if v is None:
+            continue
+        cut = len(v[1])
+        n = bisect.bisect_right(token_ends[k], cut)
+        if marks and n and token_ends[k][n - 1] == cut and texts[k].startswith(v[1]) and texts[k].startswith(marks, cut):
+            exact[k] = n
+        else:
+            todo.append(k)
+    exact.update(zip(todo, _n_tokens(tok, [est[k][1] for k in todo])))  # type: ignore[index]
     out: list[tuple[int, int] | None] = []
     for k, v in enumerate(est):
         if v is None:
