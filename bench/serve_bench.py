@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--profile", default="demo")
+    ap.add_argument("--only", choices=["vllm", "hf"], help="one side only (the other's figures from an earlier run)")
     a = ap.parse_args()
     offline_env()
     root = repo_root()
@@ -117,31 +118,39 @@ def main() -> None:
         out.write_text(json.dumps(res, indent=2, default=str))
 
     # vLLM first: a server that cannot start fails the script before the long in-process gate
-    servers = serve.start(["candidate", "prod", "base"], serve.ServeConfig(dtype=a.dtype, enforce_eager=a.eager),
-                          root, reg)
-    res["server_start_s"] = servers[0].seconds
-    try:
-        res["vllm_gen_tok_s"], res["vllm_gen_s"], v_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
-        print(f"vLLM generation: {res['vllm_gen_tok_s']:.1f} tok/s", flush=True)
+    v_out: list[str] = []
+    hf_out: list[str] = []
+    if a.only != "hf":
+        servers = serve.start(["candidate", "prod", "base"], serve.ServeConfig(dtype=a.dtype, enforce_eager=a.eager),
+                              root, reg)
+        res["server_start_s"] = servers[0].seconds
+        try:
+            res["vllm_gen_tok_s"], res["vllm_gen_s"], v_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
+            print(f"vLLM generation: {res['vllm_gen_tok_s']:.1f} tok/s", flush=True)
+            save()
+            if not a.skip_gate:
+                fresh_cache()
+                res["gate_vllm"] = gate(root, reg, a.profile)
+                print(f"vLLM gate: {res['gate_vllm']['seconds']:.0f} s, {res['gate_vllm']['verdict']}", flush=True)
+                save()
+                res["gate_vllm_cached"] = gate(root, reg, a.profile)  # same cache, filled by the run above
+        finally:
+            serve.stop(reg)
+    if a.only != "vllm":
+        os.environ["SFTLOOP_BACKEND"] = "hf"
+        res["hf_gen_tok_s"], res["hf_gen_s"], hf_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
+        print(f"hf generation: {res['hf_gen_tok_s']:.1f} tok/s", flush=True)
         save()
         if not a.skip_gate:
             fresh_cache()
-            res["gate_vllm"] = gate(root, reg, a.profile)
-            print(f"vLLM gate: {res['gate_vllm']['seconds']:.0f} s, {res['gate_vllm']['verdict']}", flush=True)
+            res["gate_hf"] = gate(root, reg, a.profile)
+            print(f"hf gate: {res['gate_hf']['seconds']:.0f} s, {res['gate_hf']['verdict']}", flush=True)
             save()
-            res["gate_vllm_cached"] = gate(root, reg, a.profile)  # same cache, filled by the run above
-    finally:
-        serve.stop(reg)
-    os.environ["SFTLOOP_BACKEND"] = "hf"
-    res["hf_gen_tok_s"], res["hf_gen_s"], hf_out = tokens_per_s("prod", root, reg, a.prompts, a.new_tokens)
-    print(f"hf generation: {res['hf_gen_tok_s']:.1f} tok/s", flush=True)
-    save()
-    if not a.skip_gate:
-        fresh_cache()
-        res["gate_hf"] = gate(root, reg, a.profile)
-        print(f"hf gate: {res['gate_hf']['seconds']:.0f} s, {res['gate_hf']['verdict']}", flush=True)
+        os.environ.pop("SFTLOOP_BACKEND")
+    if a.only:
         save()
-    os.environ.pop("SFTLOOP_BACKEND")
+        print(json.dumps(res, indent=2, default=str)[:4000])
+        return
 
     res["gen_identical"] = sum(x == y for x, y in zip(hf_out, v_out))
     print(f"greedy answers identical: {res['gen_identical']}/{a.prompts}", flush=True)
