@@ -32,7 +32,9 @@ CONVS = [[{"role": "user", "content": p}] for p in PROMPTS]
 
 def _make_run(root: Path) -> Path:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sftloop.fingerprint import chat_template_sha256, tokenizer_sha256
@@ -40,14 +42,20 @@ def _make_run(root: Path) -> Path:
     base = asset_path("smollm2-135m-instruct")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "v_proj", "down_proj"]))
+    # peft's inject_adapter_in_model, not get_peft_model: PeftModel() reads transformers' deprecated
+    # `is_gradient_checkpointing` property (a FutureWarning); the adapter is saved in PeftModel's layout
+    lora = LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "v_proj", "down_proj"])
+    model = inject_adapter_in_model(lora, model)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.mul_(0.1)
     run = root / "runs" / "r1"
-    model.save_pretrained(run / "adapter")
+    (run / "adapter").mkdir(parents=True)
+    lora.save_pretrained(run / "adapter")
+    save_file({f"base_model.model.{k}": v.contiguous() for k, v in get_peft_model_state_dict(model).items()},
+              run / "adapter" / "adapter_model.safetensors")
     tok = AutoTokenizer.from_pretrained(base)
     tok.save_pretrained(run / "adapter")
     (run / "run.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct",
