@@ -1,4 +1,5 @@
-"""`python -m sftloop.curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME] [--no-push]`,
+"""`python -m sftloop.curate.mine run LOGS [--week 2026-W47] [--reference DATASET] [--judge NAME]
+[--executor local|processes|ray [--address A] [--workers N]] [--no-push]`,
 `python -m sftloop.curate.mine demo-logs --dataset DATASET` (see docs/mine.md).
 
 No demo knowledge here: `just mine` and `just demo-logs` pass the demo's logs, dataset, judge and
@@ -28,6 +29,13 @@ def _redacted(e: BaseException) -> str:
     return redact(str(e))[0]
 
 
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     offline_env()
     ap = argparse.ArgumentParser(prog="python -m sftloop.curate.mine")
@@ -46,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--uncertainty-model", default=None, help="local registry entry: sample answers, flag disagreement")
     r.add_argument("--uncertainty-samples", type=int, default=4)
     r.add_argument("--uncertainty-threshold", type=float, default=0.5, help="1 - mean pairwise cosine above which a row is flagged")
+    r.add_argument("--executor", choices=["local", "processes", "ray"], default="local",
+                   help="where embedding and judge grading run (default local: in-process); as `curate run`")
+    r.add_argument("--address", default=None, help='ray: "auto" or a cluster URL (default: a local cluster)')
+    r.add_argument("--workers", type=_positive, default=None, help="processes / local Ray: worker count (default: all cores)")
     r.add_argument("--no-push", action="store_true", help="do not push failures to the Argilla failures queue")
     r.add_argument("--url", default=None, help="Argilla URL (default $ARGILLA_API_URL or http://127.0.0.1:6900)")
     d = sub.add_parser("demo-logs", help="make demo production logs: the prod model answers held-out prompts")
@@ -66,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo logs: {path}")
         return 0
 
+    from sftloop.curate.executors import ExecutorConfig
     from sftloop.curate.model_calls import ModelCallError
     from sftloop.curate.mine.run import run
+
+    executor = ExecutorConfig(kind=a.executor, address=a.address, workers=a.workers)
 
     reference = Path(a.reference) if a.reference else None
     if reference is None:
@@ -81,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mine: drift reference = {a.prod}'s training data {reference}")
     logs = a.logs if Path(a.logs).is_absolute() else str(root / a.logs)
     try:
-        with stage("mine", f"mining {a.logs}" + (f" (judge {a.judge})" if a.judge else "")) as st:
+        with stage("mine", f"mining {a.logs}" + (f" (judge {a.judge})" if a.judge else "")
+                   + (f" on executor {a.executor}" if a.executor != "local" else "")) as st:
             out = run(logs, root / a.reports, a.week, reference, progress=is_tty(), judge=a.judge,
                       judge_sample=a.judge_sample, judge_threshold=a.judge_threshold, root=root,
                       uncertainty_model=a.uncertainty_model, uncertainty_samples=a.uncertainty_samples,
-                      uncertainty_threshold=a.uncertainty_threshold)
+                      uncertainty_threshold=a.uncertainty_threshold, executor=executor)
             st.detail = out.name
     except (FileNotFoundError, ModelCallError) as e:
         print(f"mine: {_redacted(e)}", file=sys.stderr)  # a model call's error may echo a prompt

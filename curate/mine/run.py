@@ -4,6 +4,8 @@ Writes `reports/mine-<week>/` (overwritten when the week is rerun): failures.par
 every reason per row, cluster and its terms), drift.json, report.md and report.html (charts inline).
 Nothing leaves the process unredacted: `read_logs` redacts every string field of every row as it is
 read, and the quarantine of malformed rows, before anything is embedded, clustered, graded or written.
+Embedding and judge grading run on the chosen executor (`local` in-process by default; `processes`,
+`ray`: curate/mine/parallel.py), with the same results; report.md names the executor.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import html
 import io
 import json
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from sftloop.curate.executors import Executor, ExecutorConfig, make_executor
 from sftloop.curate.language import detect_languages
+from sftloop.curate.mine import parallel as P
 from sftloop.curate.mine import detect as D
 from sftloop.curate.mine import understand as U
 from sftloop.curate.mine.logs import read_logs, select_week
@@ -37,12 +42,31 @@ def reference_prompts(reference: Path | None) -> list[str]:
 def run(logs: str, out_root: Path, week: str | None = None, reference: Path | None = None,
         embedder=None, progress: bool = False, judge: str | None = None, judge_sample: int | None = None,
         judge_threshold: float = 2.5, root: Path | None = None, uncertainty_model: str | None = None,
-        uncertainty_samples: int = 4, uncertainty_threshold: float = 0.5) -> Path:
-    """`judge`: a registry entry graded in-process through `evaluate.file_tasks.grade_rows` (all rows of the week, or a
+        uncertainty_samples: int = 4, uncertainty_threshold: float = 0.5,
+        executor: ExecutorConfig | None = None) -> Path:
+    """`judge`: a registry entry graded through `evaluate.file_tasks.grade_rows` (all rows of the week, or a
     seeded sample of `judge_sample`); a score below `judge_threshold` (1-5) adds `soft:judge_low`.
     `uncertainty_model`: a local registry entry samples `uncertainty_samples` answers per prompt (same
     sample of rows as the judge); disagreement (1 - mean pairwise MiniLM cosine) above
-    `uncertainty_threshold` adds `uncertainty:disagreement`."""
+    `uncertainty_threshold` adds `uncertainty:disagreement`.
+    `executor`: where embedding and judge grading run (`local` in-process by default; `processes`, `ray`:
+    as tasks, curate/mine/parallel.py); every executor writes the same failures and drift."""
+    cfg = executor or ExecutorConfig()
+    ex = make_executor(cfg) if cfg.kind != "local" else None
+    try:
+        return _mine(logs, out_root, week, reference, embedder, progress, judge, judge_sample, judge_threshold, root,
+                     uncertainty_model, uncertainty_samples, uncertainty_threshold, ex)
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+def _mine(logs: str, out_root: Path, week: str | None, reference: Path | None, embedder, progress: bool,
+          judge: str | None, judge_sample: int | None, judge_threshold: float, root: Path | None,
+          uncertainty_model: str | None, uncertainty_samples: int, uncertainty_threshold: float,
+          ex: Executor | None) -> Path:
+    timing: dict[str, float] = {}
+    tasks: dict = {}
     quarantine_pii: Counter = Counter()
     rows, stats = read_logs(logs, out_root / ".mine-quarantine.jsonl", quarantine_pii)  # redacted as read
     week, sel = select_week(rows, week)
@@ -63,7 +87,9 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     for i, x in enumerate(recs):
         x["reasons"] = D.detect(x["prompt"], x["response"], x["feedback"], x["expects_json"],
                                 langs[i], langs[len(recs) + i])
-    judge_info = _judge(recs, judge, judge_sample, judge_threshold, root or Path.cwd()) if judge and recs else None
+    t0 = time.perf_counter()
+    judge_info = _judge(recs, judge, judge_sample, judge_threshold, root or Path.cwd(), ex, tasks) if judge and recs else None
+    timing["judge"] = time.perf_counter() - t0
     if embedder is None:
         from sftloop.curate.embed import Embedder
 
@@ -71,15 +97,21 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     unc_info = (_uncertainty(recs, uncertainty_model, uncertainty_samples, uncertainty_threshold, judge_sample,
                              root or Path.cwd(), embedder) if uncertainty_model and recs else None)
     flagged = [x for x in recs if x["reasons"]]
-    emb_all = embedder.encode([x["prompt"] for x in recs]) if recs else np.zeros((0, 384), dtype=np.float32)
+    t0 = time.perf_counter()
+    emb_all = P.encode(embedder, [x["prompt"] for x in recs], ex, tasks) if recs else np.zeros((0, 384), dtype=np.float32)
+    timing["embed"] = time.perf_counter() - t0
     idx = [i for i, x in enumerate(recs) if x["reasons"]]
+    t0 = time.perf_counter()  # on the driver: it needs every vector and takes milliseconds
     labels = U.cluster(emb_all[idx]) if idx else np.zeros(0, dtype=int)
+    timing["cluster"] = time.perf_counter() - t0
     terms = U.distinctive_terms([recs[i]["prompt"] for i in idx], labels) if idx else {}
     for j, i in enumerate(idx):
         recs[i]["cluster"] = int(labels[j])
         recs[i]["cluster_terms"] = terms.get(int(labels[j]), [])
     ref = reference_prompts(reference)
-    ref_emb = embedder.encode(ref) if ref else np.zeros((0, 384), dtype=np.float32)
+    t0 = time.perf_counter()
+    ref_emb = P.encode(embedder, ref, ex, tasks) if ref else np.zeros((0, 384), dtype=np.float32)
+    timing["embed"] += time.perf_counter() - t0
     weekly = {}
     for r in rows:
         if r.automated_score is not None:
@@ -106,21 +138,22 @@ def run(logs: str, out_root: Path, week: str | None = None, reference: Path | No
     summary = {"week": week, "simulated_feedback": simulated, "rows_in_logs": sum(s.rows_in for s in stats), "quarantined": sum(s.rows_quarantined for s in stats),
                "rows_this_week": len(sel), "flagged": len(flagged), "pii_redactions": dict(pii),
                "quarantine_pii_redactions": dict(quarantine_pii), "reasons": reasons,
-               "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()}}
+               "clusters": {int(c): {"size": n, "terms": terms.get(c, [])} for c, n in clusters.most_common()},
+               "executor": P.describe(ex), "tasks": {k: len(v) if isinstance(v, set) else v for k, v in tasks.items()},
+               "seconds": {k: round(v, 3) for k, v in timing.items()}}
     _write_reports(out, summary, drift)
     return out
 
 
-def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, root: Path) -> dict:
+def _judge(recs: list[dict], judge: str, sample: int | None, threshold: float, root: Path,
+           ex: Executor | None = None, tasks: dict | None = None) -> dict:
     """Grade (a seeded sample of) this week's exchanges with the judge; mark low scores as failures."""
-    from sftloop.curate.model_calls import judge_scores
-
     chosen = _chosen(recs, sample)
     # keyed by position: redacted request ids need not be unique ("[PHONE]")
     rows = pl.DataFrame({"id": [str(i) for i in chosen],
                          "messages": [recs[i]["messages"] + [{"role": "assistant", "content": recs[i]["response"] or "(empty)"}]
                                       for i in chosen]})
-    scores = judge_scores(rows, judge, root)
+    scores = P.judge_scores(rows, judge, root, ex, tasks)  # in-process when ex is None
     by_id = {r["id"]: r["score"] for r in scores.iter_rows(named=True) if r["graded"]}
     for i, x in enumerate(recs):
         x["judge_score"] = by_id.get(str(i))
@@ -203,13 +236,26 @@ def _line_chart(series: dict, title: str, mark: str | None = None) -> str:
     return _png(fig)
 
 
+EXECUTOR_LINE = "Executor: "  # the one line of report.md that differs between executors (with the timings)
+
+
+def _executor_line(summary: dict) -> str:
+    """Which executor ran it, its tasks and the step timings (clustering always runs on the driver)."""
+    t = summary["tasks"]
+    tasks = "; ".join(x for x in (
+        f"embedding {t['embed']} tasks in {t.get('embed_workers', '?')} worker processes" if "embed" in t else "",
+        f"judge grading {t['judge']} tasks" if "judge" in t else "") if x)
+    secs = ", ".join(f"{k} {v:.2f}" for k, v in summary["seconds"].items())
+    return f"{EXECUTOR_LINE}{summary['executor']}" + (f"; {tasks}" if tasks else "") + f"; seconds: {secs} (clustering on the driver)."
+
+
 def _write_reports(out: Path, summary: dict, drift: dict) -> None:
     lines = [f"# Failure mining {summary['week']}", "",
              f"{summary['rows_this_week']} requests this week ({summary['rows_in_logs']} in the logs, "
              f"{summary['quarantined']} quarantined); {summary['flagged']} flagged.", "",
              f"PII redacted before anything left the process: {summary['pii_redactions'] or 'none found'}"
              + (f" (and in quarantined rows: {summary['quarantine_pii_redactions']})" if summary["quarantine_pii_redactions"] else ""),
-             ""]
+             "", _executor_line(summary), ""]
     if summary["simulated_feedback"]:
         lines += [f"**Note: the user feedback of {summary['simulated_feedback']} rows is SIMULATED** (demo logs: made "
                   "from the judge score plus noise), not given by real users.", ""]
@@ -241,5 +287,5 @@ def _write_reports(out: Path, summary: dict, drift: dict) -> None:
         + (f"<p><strong>Note: the user feedback of {summary['simulated_feedback']} rows is SIMULATED</strong> "
            "(demo logs: judge score plus noise).</p>" if summary["simulated_feedback"] else "")
         + f"<p>{summary['flagged']} of {summary['rows_this_week']} requests flagged. PII redactions: "
-        f"{html.escape(json.dumps(summary['pii_redactions']))}</p>{charts}"
+        f"{html.escape(json.dumps(summary['pii_redactions']))}</p><p>{html.escape(_executor_line(summary))}</p>{charts}"
         f"<pre>{html.escape(json.dumps(drift, indent=2, default=str))}</pre></body></html>")
