@@ -126,6 +126,32 @@ class ProcessExecutor:
             self._pool = None
 
 
+def init_local_ray(workers: int | None = None) -> Callable[[], None]:
+    """Start a Ray cluster on this machine only, every server listening on 127.0.0.1; returns the
+    function that shuts it down. `_node_ip_address="127.0.0.1"` alone is not enough with Ray 2.60: it
+    swaps a loopback address for the machine's own and its GCS and raylet listen on every interface
+    unless local-only mode is on (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read when ray is imported, so the
+    constant is set too). Tests start their clusters through this as well."""
+    old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    was = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(num_cpus=workers or _cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+
+    def shutdown() -> None:  # and the settings as they were, so a later `address` run can join a cluster
+        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = was
+        if old is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old
+    return shutdown
+
+
 class RayExecutor:
     kind = "ray"
 
@@ -137,10 +163,10 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             if address is None:  # a local cluster for this run only, bound to 127.0.0.1, stopped in close()
-                ray.init(num_cpus=workers or _cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                         log_to_driver=False, configure_logging=False)
+                self._shutdown = init_local_ray(workers)
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
+                self._shutdown = ray.shutdown
             self.started = True
         self._remote: dict[Callable, Any] = {}
 
@@ -179,7 +205,7 @@ class RayExecutor:
 
     def close(self) -> None:
         if self.started:
-            self.ray.shutdown()
+            self._shutdown()
             self.started = False
 
 

@@ -50,16 +50,27 @@ def run_with(tmp_path, cfg, *flags) -> Path:
     return base / (base / "LATEST").read_text().strip()
 
 
+def _connections(p: psutil.Process) -> list:
+    try:
+        return p.net_connections(kind="inet")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A real local Ray cluster for this module; every process it started is gone afterwards."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
+    from sftloop.curate.executors import init_local_ray
+
+    shutdown = init_local_ray(2)
     started = [p for p in psutil.Process().children(recursive=True)]
+    listening = {c.laddr.ip.removeprefix("::ffff:") for p in started for c in _connections(p)
+                 if c.status == psutil.CONN_LISTEN}  # an IPv4-mapped IPv6 socket counts as its IPv4 address
+    assert listening and listening <= {"127.0.0.1", "::1"}, f"Ray servers listen beyond loopback: {sorted(listening)}"
     yield ray
-    ray.shutdown()
+    shutdown()
 
     def running(procs):  # a zombie has exited (only its parent's wait is missing): not running
         out = []

@@ -152,25 +152,17 @@ def ray_cluster(local):
     on (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported)."""
     tmp, _ = local
     shutil.copytree(tmp / "cache-local" / "evaluate", tmp / "cache-ray" / "evaluate")  # the judge's calls: a rerun
-    old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before this fixture set the variable
+    from sftloop.curate.executors import init_local_ray
+
     with _cache(tmp / "cache-ray"):
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        shutdown = init_local_ray(2)
         started = list(psutil.Process().children(recursive=True))
         try:
             yield ray
         finally:
-            ray.shutdown()
-            ray_constants.ENABLE_RAY_CLUSTER = True
-            if old is None:
-                del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
-            else:
-                os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old
+            shutdown()
 
     def running(procs):  # a zombie has exited (only its parent's wait is missing): not running
         out = []
