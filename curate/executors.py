@@ -24,8 +24,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any, Literal, Protocol, TypeVar
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
+from sftloop.procs import stop_survivors
 from sftloop.progress import progress
 
 T = TypeVar("T")
@@ -139,11 +141,14 @@ def init_local_ray(workers: int | None = None) -> Callable[[], None]:
 
     was = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     ray.init(num_cpus=workers or _cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False, configure_logging=False)
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
 
     def shutdown() -> None:  # and the settings as they were, so a later `address` run can join a cluster
         ray.shutdown()
+        stop_survivors(started)  # a Ray process can outlive ray.shutdown(): what we started is stopped by PID
         ray_constants.ENABLE_RAY_CLUSTER = was
         if old is None:
             os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)

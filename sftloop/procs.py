@@ -23,3 +23,28 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running; a zombie has exited (only its parent's wait is missing), so it is not."""
+    out = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def stop_survivors(procs: list[psutil.Process], grace_s: float = 10.0) -> list[psutil.Process]:
+    """Wait up to `grace_s` for processes that were asked to stop, kill by PID those still running,
+    and return any that survive even that (empty when all are gone)."""
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in running(alive):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(running(alive), timeout=grace_s)
+    return running(alive)

@@ -19,6 +19,7 @@ from sftloop.curate.config import load_config
 from sftloop.curate.executors import LocalExecutor
 from sftloop.curate.shard_tasks import StageFailure
 from sftloop.curate.stages.base import merge_counters, merge_info
+from sftloop.procs import running
 
 
 ROW_AND_DEDUP = STAGES.split('[[stages]]\ntype = "embed_dedup"')[0]  # every row stage kind + exact/MinHash dedup
@@ -64,29 +65,17 @@ def ray_cluster():
 
     from sftloop.curate.executors import init_local_ray
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. multiprocessing's resource tracker
     shutdown = init_local_ray(2)
-    started = [p for p in psutil.Process().children(recursive=True)]
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     listening = {c.laddr.ip.removeprefix("::ffff:") for p in started for c in _connections(p)
                  if c.status == psutil.CONN_LISTEN}  # an IPv4-mapped IPv6 socket counts as its IPv4 address
     assert listening and listening <= {"127.0.0.1", "::1"}, f"Ray servers listen beyond loopback: {sorted(listening)}"
     yield ray
     shutdown()
 
-    def running(procs):  # a zombie has exited (only its parent's wait is missing): not running
-        out = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    _, alive = psutil.wait_procs(started, timeout=30)
-    for p in running(alive):  # stopped by PID, should shutdown leave one behind
-        p.kill()
-    _, alive = psutil.wait_procs(running(alive), timeout=10)
-    assert not running(alive), f"still running after ray.shutdown() and kill by PID: {[p.pid for p in alive]}"
+    left = running(started)  # shutdown() stops by PID whatever outlived ray.shutdown()
+    assert not left, f"still running after ray.shutdown() and kill by PID: {[p.pid for p in left]}"
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from log_fixture import write_logs, write_reference
 from sftloop.curate.executors import ExecutorConfig
 from sftloop.curate.mine.parallel import judge_chunks
 from sftloop.curate.mine.run import EXECUTOR_LINE, run
+from sftloop.procs import running
 
 WEEK = "2026-W47"
 JUDGE_SAMPLE = 9  # graded rows: one more than the hf judge's batch of 8, so two judge chunks (8 + 1)
@@ -157,29 +158,16 @@ def ray_cluster(local):
     from sftloop.curate.executors import init_local_ray
 
     with _cache(tmp / "cache-ray"):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}  # the processes run's resource tracker
         shutdown = init_local_ray(2)
-        started = list(psutil.Process().children(recursive=True))
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
         try:
             yield ray
         finally:
             shutdown()
 
-    def running(procs):  # a zombie has exited (only its parent's wait is missing): not running
-        out = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    _, alive = psutil.wait_procs(started, timeout=10)
-    for p in running(alive):
-        print(f"ray_cluster: killing {p.pid} {p.name()} left after ray.shutdown()")
-        p.kill()
-    _, alive = psutil.wait_procs(running(alive), timeout=10)
-    assert not running(alive), f"still running after ray.shutdown() and kill by PID: {[p.pid for p in alive]}"
+    left = running(started)  # shutdown() stops by PID whatever outlived ray.shutdown()
+    assert not left, f"still running after ray.shutdown() and kill by PID: {[p.pid for p in left]}"
 
 
 def test_ray_mines_the_same_failures_as_local(local, ray_cluster):
