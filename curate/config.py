@@ -213,6 +213,9 @@ def _has_chat_template(d: Path) -> bool:
 def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
     d = cfg.model_dump(exclude={"stages", "shard_rows", "executor", "address", "workers"})  # how it ran, not what it made
     d["stages"] = [s.model_dump(exclude={"max_drop_share"}) for s in cfg.stages]  # a guard, not what it made
+    for st in d["stages"]:  # token_limit with exact_counts writes what it wrote before the key existed: same ids
+        if st.get("type") == "token_limit" and st.get("exact_counts"):
+            st.pop("exact_counts")
     if d.get("length_reference") is None:  # unset: version ids of existing configs stay as they were
         d.pop("length_reference", None)
     return d

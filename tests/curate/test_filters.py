@@ -97,7 +97,7 @@ def test_token_limit_truncate_turns_keeps_the_longest_fitting_prefix_ending_with
     fits = [("user", Q), ("assistant", A)]
     df = frame([conv, conv, too_long_first, fits])
     # row 1 (same conversation) is checked against a tighter limit below
-    res = TokenLimit(max_tokens=four, mode="truncate_turns").apply(df, ctx)
+    res = TokenLimit(max_tokens=four, mode="truncate_turns", exact_counts=True).apply(df, ctx)
     assert reasons(res) == {2: "token_limit:first_turn_too_long"}
     kept = {r: row for r, row in zip(res.kept["_row"].to_list(), res.kept.iter_rows(named=True))}
     r0 = kept[0]
@@ -110,6 +110,16 @@ def test_token_limit_truncate_turns_keeps_the_longest_fitting_prefix_ending_with
     rep = ctx.reports["token_limit"]
     assert rep["mode"] == "truncate_turns" and rep["rows_truncated"] == 2 and rep["turns_cut"] == 4
     assert rep["tokens_cut"] == 2 * (full - four) and rep["rows_first_turn_too_long"] == 1
+    # the default counts a row only until it passes the limit: the same decisions, kept rows and counts;
+    # a row over the limit has no total, so no tokens_cut and (dropped) no n_tokens
+    fast = TokenLimit(max_tokens=four, mode="truncate_turns").apply(df, ctx)
+    assert reasons(fast) == reasons(res)
+    cols = ["_row", "id", "messages", "n_tokens"]
+    assert fast.kept.select(cols).equals(res.kept.select(cols))
+    strip = [{k: v for k, v in json.loads(m).items() if k != "tokens_cut"} for m in res.kept["meta"]]
+    assert [json.loads(m) for m in fast.kept["meta"]] == strip
+    frep = ctx.reports["token_limit"]
+    assert "tokens_cut" not in frep and frep["counting"] == "pieces" and frep["rows_not_counted_past_limit"] == 3
     # one token less: only the first exchange fits
     res = TokenLimit(max_tokens=four - 1, mode="truncate_turns").apply(df.head(1), ctx)
     assert res.kept["n_tokens"][0] == two and len(res.kept["messages"][0]) == 2
@@ -186,3 +196,53 @@ def test_refusal_detail_lands_in_the_excluded_rows_meta(tmp_path):
     ex = pl.read_parquet(version / "excluded.parquet")
     assert ex["reason"].to_list() == ["refusal"]
     assert json.loads(ex["meta"][0])["refusal"] == {"turn": 1, "phrase": "I won't help with"}
+
+
+def _sharegpt_texts(tok, n: int) -> list[str]:
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.schema import QuarantineWriter
+
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=n)
+    convs = [[{"role": m.role, "content": m.content} for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
+    return tok.apply_chat_template(convs, tokenize=False)
+
+
+def test_count_tokens_in_pieces_is_exact_up_to_the_cap_on_sharegpt():
+    """Counting in pieces cut at special tokens (issue 18): a row at or under the cap gets its exact count,
+    a row over it the exact first tokens (offsets included) and a count already over the cap, on real
+    ShareGPT renderings (long, code, tables) at several caps."""
+    from sftloop.curate.stages.filters import count_tokens
+
+    tok = _smollm2()
+    texts = _sharegpt_texts(tok, 300)
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    full = [len(x) for x in enc["input_ids"]]
+    full_ends = [[e for _, e in o] for o in enc["offset_mapping"]]
+    for cap in (1, 64, 1024, 4096):
+        c = count_tokens(tok, texts, cap, offsets=True, check=True)
+        assert c.method == "pieces"
+        assert sum(c.complete) < len(texts)  # some rows really were cut short
+        for i, (n, done, ends) in enumerate(zip(c.counts, c.complete, c.ends)):
+            if done:
+                assert n == full[i] and ends == full_ends[i], (cap, i)
+            else:
+                assert cap < n <= full[i] and ends == full_ends[i][:n], (cap, i)
+            assert done or full[i] > cap
+            assert (full[i] <= cap) <= done  # every row within the cap is counted to its end
+        counted = sum(c.counts)
+        assert cap > 1000 or counted < 0.8 * sum(full)  # and the point: most of the text is never tokenized
+    exact = count_tokens(tok, texts, None, offsets=False)
+    assert exact.counts == full and all(exact.complete) and exact.method == "full"
+
+
+def test_count_tokens_falls_back_to_whole_texts_when_pieces_differ(monkeypatch):
+    """If cutting at the marks did change the tokens (here: a fake mark inside words), the check sees it
+    and every text is counted whole, so a count is never wrong."""
+    from sftloop.curate.stages import filters
+
+    tok = _smollm2()
+    texts = _sharegpt_texts(tok, 40)
+    monkeypatch.setattr(filters, "_split_marks", lambda tok: ("e",))
+    c = filters.count_tokens(tok, texts, 64, offsets=True, check=True)
+    assert c.method.startswith("full (pieces differed")
+    assert c.counts == [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] and all(c.complete)

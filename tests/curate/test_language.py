@@ -25,3 +25,20 @@ def test_english_with_code_or_chemicals_is_english_and_short_unsure_is_und():
                              min_chars=5)
     assert langs[:2] == ["en", "en"]
     assert langs[3] == "und"  # short and not confidently one language
+
+
+def test_prose_with_a_limit_is_the_prefix_of_the_whole_on_real_rows():
+    """`prose(t, n)` stops cleaning once it has n characters; it must equal `prose(t)[:n]` exactly, on
+    real ShareGPT conversations (long, code, tables) and on edge cases around the cut."""
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.schema import QuarantineWriter
+
+    texts = [CODE_REQUEST, CHEMICAL, "", "   ", "a\n" * 700, ("x" * 599 + "\n") * 3, "word " * 200 + "\n\n\n" + "b " * 300]
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=400)
+    texts += ["\n\n".join(m.content for m in rec.messages if m.role in ("user", "assistant"))
+              for rec in iter_source(src, QuarantineWriter(None), [])]
+    assert len(texts) > 400
+    for t in texts:
+        full = prose(t)
+        for n in (1, 20, 199, 600, 601, 5000):
+            assert prose(t, n) == full[:n], (n, t[:80])

@@ -164,13 +164,16 @@ def test_truncate_turns_in_a_run_keeps_long_conversations(tmp_path, fix):
     m = json.loads((v / "manifest.json").read_text())
     tl = next(st for st in m["funnel"] if st["stage"] == "token_limit")
     rep = m["stage_reports"]["token_limit"]
-    assert rep["rows_truncated"] == 2 and rep["tokens_cut"] > 0 and rep["turns_cut"] == 4  # 2 of the 14 rows
+    assert rep["rows_truncated"] == 2 and rep["turns_cut"] == 4  # 2 of the 14 rows
+    assert rep["counting"] == "pieces" and rep["rows_not_counted_past_limit"] >= 1 and "tokens_cut" not in rep
     assert tl["dropped"] == 1  # its single exchange is 107 tokens
     assert tl["dropped"] == rep["rows_first_turn_too_long"] == tl["reasons"].get("token_limit:first_turn_too_long", 0)
     rows = pl.concat([pl.read_parquet(v / "train.parquet"), pl.read_parquet(v / "val.parquet")])
     metas = [json.loads(x) for x in rows["meta"]]
     assert sum("turns_cut" in x for x in metas) == rep["rows_truncated"]
     assert all(x["n_tokens"] <= 100 for x in metas)
+    excl = pl.read_parquet(v / "excluded.parquet").filter(pl.col("reason") == "token_limit:first_turn_too_long")
+    assert excl.height == 1 and "n_tokens" not in json.loads(excl["meta"][0])  # not counted past the limit
 
 
 def test_funnel_lists_every_reason_with_examples_and_points_to_excluded(tmp_path):

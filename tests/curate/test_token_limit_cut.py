@@ -16,7 +16,7 @@ def test_truncate_turns_without_confirming_tokenization_keeps_the_same_rows_byte
     rows = [rec.to_row() for rec in iter_source(src, QuarantineWriter(None), [])]
     ctx = Context(progress=False)
     df = Clean().apply(pl.DataFrame(rows, schema=PARQUET_SCHEMA).with_row_index("_row"), ctx).kept
-    stage = filters.TokenLimit(max_tokens=1024, mode="truncate_turns")
+    stage = filters.TokenLimit(max_tokens=1024, mode="truncate_turns", exact_counts=True)  # whole-text counts
     tokenized: list[int] = []
     n_tokens = filters._n_tokens
 
