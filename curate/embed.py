@@ -150,7 +150,9 @@ class TorchEncoder:
         from sentence_transformers import SentenceTransformer
 
         from sftloop.assets import resolve_model
+        from sftloop.progress import quiet_library_bars
 
+        quiet_library_bars()
         self.st = SentenceTransformer(str(resolve_model(model)), device="cpu")
         self.st.max_seq_length = max_seq_length
 
@@ -236,26 +238,33 @@ class Embedder:
         return self._cached(keys, lambda idx: self._load_model().encode_ids([list(ids[i]) for i in idx], self.batch_size))
 
 
-def static_vectors(model: str, ids: list[list[int]]) -> np.ndarray:
+def static_vectors(model: str, ids: list[list[int]], ref: list[list[int]] | None = None) -> np.ndarray:
     """A static prefilter embedding: the idf-weighted bag of the model's own input token embeddings
     (its `word_embeddings` matrix, no forward pass), centred on the corpus mean and L2-normalised.
-    idf and the mean come from `ids` itself (all rows of the stage), so it needs no training data.
-    Measured on the ShareGPT demo input: at cosine 0.75 it keeps every MiniLM pair >= 0.93."""
-    import scipy.sparse as sp
-
+    idf and the mean come from `ref` (default: `ids` itself, all rows of the stage), so it needs no
+    training data; a fixed `ref` (decontaminate: the eval texts) makes a row's vector independent of
+    the shard it is in. Measured on the ShareGPT demo input: at cosine 0.75 it keeps every MiniLM pair >= 0.93."""
     from sftloop.assets import resolve_model
 
     emb = _word_embeddings(str(resolve_model(model)))
+    x = _bag(ids, emb.shape[0])
+    r = x if ref is None else _bag(ref, emb.shape[0])
+    df = np.bincount(r.indices, minlength=emb.shape[0])
+    idf = (np.log((1 + r.shape[0]) / (1 + df)) + 1).astype(np.float32)
+    v = np.asarray(x.multiply(idf[None, :]).tocsr() @ emb, dtype=np.float32)
+    v -= v.mean(0) if ref is None else np.asarray(r.multiply(idf[None, :]).tocsr() @ emb, dtype=np.float32).mean(0)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+
+def _bag(ids: list[list[int]], vocab: int):
+    import scipy.sparse as sp
+
     lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lens.sum()))
     x = sp.csr_matrix((np.ones(len(flat), np.float32), flat, np.concatenate([[0], np.cumsum(lens)])),
-                      shape=(len(ids), emb.shape[0]))
+                      shape=(len(ids), vocab))
     x.sum_duplicates()
-    df = np.bincount(x.indices, minlength=emb.shape[0])
-    idf = (np.log((1 + len(ids)) / (1 + df)) + 1).astype(np.float32)
-    v = np.asarray(x.multiply(idf[None, :]).tocsr() @ emb, dtype=np.float32)
-    v -= v.mean(0)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+    return x
 
 
 @lru_cache(maxsize=2)

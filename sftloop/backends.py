@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sftloop import registry
+from sftloop.progress import quiet_library_bars
 from sftloop.settings import cache_dir
 
 
@@ -168,6 +169,7 @@ class HFBackend:
     @property
     def model(self):
         if self._model is None:  # loaded only when the cache cannot answer
+            quiet_library_bars()
             try:
                 m = self._auto.from_pretrained(self._base, dtype=self.torch.float32)
                 if self._adapter is not None:

@@ -27,6 +27,18 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
+def quiet_library_bars() -> None:
+    """Off a TTY, transformers' own tqdm bars ("Loading weights", shown when a load is slow, e.g. on a busy
+    machine) are switched off at run time, so a log gets our stage lines and no carriage-return frames.
+    Called where a model is loaded: the HF_HUB_DISABLE_PROGRESS_BARS variable only counts if it is set
+    before transformers is first imported, which a library caller cannot promise."""
+    if is_tty():
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _fmt(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:

@@ -26,7 +26,7 @@ from sftloop.settings import repo_root
 from sftloop.train import data as D
 from sftloop.train import distributed
 from sftloop.train.config import TrainConfig
-from sftloop.progress import is_tty
+from sftloop.progress import is_tty, quiet_library_bars
 from sftloop.train.console import ConsoleLog, Stages
 from sftloop.train.monitor import Monitor
 from sftloop.train.packing import PackedCollator, PaddingCollator, pack
@@ -197,10 +197,7 @@ def train(cfg: TrainConfig, root: Path | None = None, run_id: str | None = None,
 
     # 3. model + LoRA
     from peft import LoraConfig, get_peft_model
-    from transformers.utils import logging as hf_logging
-
-    if not is_tty():
-        hf_logging.disable_progress_bar()  # no "Loading weights" frames in a non-interactive log
+    quiet_library_bars()  # no "Loading weights" frames in a non-interactive log
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if cfg.bf16 else torch.float32,
                                                  attn_implementation=attn)
     if cfg.gradient_checkpointing:

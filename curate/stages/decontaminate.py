@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sftloop.curate.embed import similar_pairs
+from sftloop.curate.embed import similar_pairs, static_vectors, token_ids
 from sftloop.curate.stages.base import Context, StageConfig, StageResult
 from sftloop.curate.text import normalise_for_match, normalise_texts, sentence_windows, sentences, shingle_hashes, word_hashes
 from sftloop.evaluate import evalsets
@@ -45,6 +45,7 @@ from sftloop.evaluate import evalsets
 STANDALONE_KINDS = ("prompt", "system", "reference", "response")  # targets/choices only count with the question
 ANSWER_KINDS = ("reference", "response")  # answers stand alone only from `answer_min_words` words ("Sure, I can help.")
 METHOD_ORDER = ("ngram", "answer", "embedding")
+PREFILTER_THRESHOLD = 0.5  # chosen in docs/benchmarks.md (Decontamination, prefilter)
 
 
 @dataclass
@@ -127,6 +128,12 @@ class Decontaminate(StageConfig):
     min_distinctive: int = Field(2, ge=1)
     embed_threshold: float | None = Field(0.88, gt=0, le=1)
     whole_turn_words: int = Field(100, ge=0)
+    # (a)'s prefilter: MiniLM embeds only the short user turns whose static vector (embed.static_vectors,
+    # idf and mean from the eval texts) is within `prefilter_threshold` of a question's; "none" embeds
+    # every one (the reference). Excluded from the version id like embed_dedup's: it changes cost, and
+    # bench/embed_bench.py --stage decontaminate checks it drops the same rows (docs/benchmarks.md)
+    prefilter: Literal["static", "none"] = Field("static", exclude=True)
+    prefilter_threshold: float = Field(PREFILTER_THRESHOLD, gt=-1, le=1, exclude=True)
 
     def eval_texts(self) -> EvalTexts:
         return prepare(tuple(self.eval_sets), self.min_words, self.answer_min_words, self.template_items,
@@ -170,10 +177,12 @@ class Decontaminate(StageConfig):
                     if ev_row.get((int(t_row[d]), it), 0.0) >= self.evidence:
                         hit(d, it, "answer", c)
         # 3: embedding on sentence windows of lexical candidates
-        embedded = 0
+        embedded = whole_n = whole_embedded = 0
         if self.embed_threshold is not None:
-            embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
+            embedded, whole_n, whole_embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
         counters, info = self._report(et, best, embedded)
+        counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded)
+        info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
         roles, tno = turns["role"].to_list(), turns["turn"].to_list()
@@ -221,11 +230,11 @@ class Decontaminate(StageConfig):
                     & (pl.col("n") >= pl.min_horizontal(pl.col("n_dw"), pl.lit(self.min_distinctive)))).drop("n_dw")
 
     def _embedding(self, et: EvalTexts, evid: pl.DataFrame, turns: pl.DataFrame, t_row: np.ndarray,
-                   best: dict, ctx: Context, hit) -> int:
+                   best: dict, ctx: Context, hit) -> tuple[int, int, int]:
         """Two checks, rows already hit skipped: (a) every user turn of <= `whole_turn_words` words, whole,
         against every question; (b) sentence windows of lexical candidates (a turn holding >= `lexical_gate`
         of a question's distinctive words, any role, any length) against that question, whole and in
-        3-sentence windows. Returns how many row texts were embedded."""
+        3-sentence windows. Returns (row texts embedded, short user turns, of them embedded by MiniLM)."""
         done = set(best)
         contents, roles = turns["content"].to_list(), turns["role"].to_list()
         n_words = turns["norm"].str.count_matches(r"\S+").to_list()
@@ -248,11 +257,10 @@ class Decontaminate(StageConfig):
             s = sentences(et.text[t])
             if len(s) > 3 and len(item_wins[t]) == 1:
                 item_wins[t] += [" ".join(s[i:i + 3]) for i in range(0, len(s) - 2, 2)]
-        row_texts = [contents[d] for d in whole] + [w for d in kept for w in kept[d]]
-        if not row_texts:
-            return 0
+        windows = [w for d in kept for w in kept[d]]
+        if not whole and not windows:
+            return 0, 0, 0
         emb = ctx.embedder()
-        rv = emb.encode(row_texts)
         order = list(item_wins)
         i_at, item_texts = {}, []
         for t in order:
@@ -260,12 +268,23 @@ class Decontaminate(StageConfig):
             item_texts += item_wins[t]
         iv = emb.encode(item_texts)
         # (a) whole short user turns against every question (its whole text: the first row of its windows)
-        heads = np.array([i_at[t][0] for t in prompt_tids])
-        for i, j, sim in similar_pairs(rv[:len(whole)], iv[heads], self.embed_threshold):
-            for it in et.owners[prompt_tids[int(j)]]:
-                hit(whole[int(i)], it, "embedding", float(sim))
+        heads = np.array([i_at[t][0] for t in prompt_tids], dtype=np.int64)
+        cand = list(range(len(whole)))
+        if self.prefilter == "static" and whole and len(heads):
+            ids = token_ids(ctx.embedding_model, [contents[d] for d in whole] + [item_texts[h] for h in heads],
+                            emb.max_seq_length)
+            sv = static_vectors(ctx.embedding_model, ids[:len(whole)], ref=ids[len(whole):])
+            si = static_vectors(ctx.embedding_model, ids[len(whole):], ref=ids[len(whole):])
+            near = similar_pairs(sv, si, self.prefilter_threshold)
+            cand = sorted({int(i) for i in near[:, 0]})
+        wv = emb.encode([contents[whole[i]] for i in cand])
+        if len(cand) and len(heads):
+            for i, j, sim in similar_pairs(wv, iv[heads], self.embed_threshold):
+                for it in et.owners[prompt_tids[int(j)]]:
+                    hit(whole[cand[int(i)]], it, "embedding", float(sim))
         # (b) candidate windows against their candidate question
-        r_at, k = {}, len(whole)
+        rv = emb.encode(windows)
+        r_at, k = {}, 0
         for d in kept:
             r_at[d] = (k, k + len(kept[d]))
             k += len(kept[d])
@@ -277,7 +296,7 @@ class Decontaminate(StageConfig):
                 if sim >= self.embed_threshold:
                     for it in et.owners[t]:
                         hit(d, it, "embedding", sim)
-        return len(row_texts)
+        return len(cand) + len(windows), len(whole), len(cand)
 
     def _report(self, et: EvalTexts, best: dict, embedded: int = 0) -> tuple[dict, dict]:
         """This shard's (counters, info): the runner sums counters over shards (rows dropped, windows
