@@ -45,7 +45,7 @@ from sftloop.evaluate import evalsets
 STANDALONE_KINDS = ("prompt", "system", "reference", "response")  # targets/choices only count with the question
 ANSWER_KINDS = ("reference", "response")  # answers stand alone only from `answer_min_words` words ("Sure, I can help.")
 METHOD_ORDER = ("ngram", "answer", "embedding")
-PREFILTER_THRESHOLD = 0.5  # chosen in docs/benchmarks.md (Decontamination, prefilter)
+PREFILTER_THRESHOLD = 0.6  # min static cos over 350 MiniLM hits: 0.744 (docs/benchmarks.md, Decontamination)
 
 
 @dataclass
@@ -153,10 +153,13 @@ class Decontaminate(StageConfig):
         best: dict[int, tuple[int, str, int, float]] = {}  # row -> (method rank, item id, doc, score)
 
         def hit(d: int, item: int, method: str, score: float) -> None:
-            r = int(t_row[d])
-            cand = (METHOD_ORDER.index(method), -score)
-            if r not in best or cand < (best[r][0], -best[r][3]):
-                best[r] = (METHOD_ORDER.index(method), et.items[item].id, d, score)
+            # ties (the same score in two turns or for two items) go to the earliest turn, then the smallest
+            # item id: hits arrive in Polars group-by order, which varies from run to run (measured: one
+            # ShareGPT row's reason flipped between user-turn1 and user-turn3 across identical runs)
+            r, iid = int(t_row[d]), et.items[item].id
+            cand = (METHOD_ORDER.index(method), -score, d, iid)
+            if r not in best or cand < (best[r][0], -best[r][3], best[r][2], best[r][1]):
+                best[r] = (METHOD_ORDER.index(method), iid, d, score)
 
         # 1 + 2: n-gram containment / whole-span match, per turn
         cont = self._containment(et, doc, wh)

@@ -123,3 +123,37 @@ def test_clean_conversations_and_the_shared_system_prompt_are_not_hits(stage, it
     ]), ctx)
     assert res.dropped.height == 0
     assert ctx.reports["decontaminate"]["templates_ignored"] == [support.of("system")[0][:60]]
+
+
+def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx):
+    """The prefilter (MiniLM only on short user turns whose static vector is near a question's) against the
+    reference (MiniLM on every short user turn): the same rows dropped for the same items, on lightly
+    reworded eval prompts (what the embedding check is for) mixed with real ShareGPT conversations, and
+    fewer turns embedded."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.schema import QuarantineWriter
+
+    spec = importlib.util.spec_from_file_location("decontam_bench_under_test",
+                                                  Path(__file__).parents[2] / "bench" / "decontam_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = random.Random(0)
+    prompts = sorted({i.of("prompt")[0] for i in items.values() if i.set in ("golden", "mtbench", "ifbench")
+                      and i.of("prompt") and 6 <= len(i.of("prompt")[0].split()) <= 100})
+    convs = [[("user", bench.reword(q, rng)), ("assistant", HOST_A)] for q in rng.sample(prompts, 60)]
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=80)
+    convs += [[(m.role, m.content) for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
+    df = frame(convs)
+    ref = Decontaminate(prefilter="none").apply(df, ctx)
+    ref_rep = dict(ctx.reports["decontaminate"])
+    fast = Decontaminate().apply(df, ctx)
+    fast_rep = ctx.reports["decontaminate"]
+    cols = ["_row", "reason", "rep_id"]
+    assert fast.dropped.select(cols).sort("_row").equals(ref.dropped.select(cols).sort("_row"))
+    assert ref_rep["by_method"].get("embedding", 0) >= 10  # the embedding check really decides here
+    assert fast_rep["short_user_turns"] == ref_rep["short_user_turns"] == ref_rep["short_user_turns_embedded"]
+    assert fast_rep["short_user_turns_embedded"] < 0.5 * ref_rep["short_user_turns"]
