@@ -129,30 +129,6 @@ def _batched(fn, xs: list, desc: str, *args, size: int = 16) -> list:
     return out
 
 
-def _served(*backends) -> bool:
-    """Every backend is a server (it bounds its own requests in flight): the gate can keep it busy."""
-    return all(hasattr(b, "concurrency") for b in backends)
-
-
-def _chunk(*backends) -> int:
-    """Items per progress step: 16 in-process (two hf batches); for a server, 4x its requests in flight,
-    so it is not left finishing the last long answer of a small chunk with one sequence running."""
-    return 4 * min(b.concurrency for b in backends) if _served(*backends) else 16
-
-
-def _side_by_side(run_cand, run_prod, parallel: bool) -> tuple:
-    """The candidate's and prod's calls of one step: one after the other in-process (each already uses
-    every core), at the same time when both are served (one vLLM server batches both models' requests;
-    measured in docs/benchmarks.md, Serving). Each backend keeps its own deadline and error handling."""
-    if not parallel:
-        return run_cand(), run_prod()
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2, thread_name_prefix="gate-side") as ex:
-        fc, fp = ex.submit(run_cand), ex.submit(run_prod)
-        return fc.result(), fp.result()
-
-
 def _latency(b) -> str:
     t = getattr(b, "timing", {}).get("chat")
     return f"{t[0] / t[1]:.2f} s/answer over {t[1]} new" if t and t[1] else "from cache (not measured)"
@@ -165,10 +141,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     convs = [i.messages for i in chosen]
     st = _Stages()
     st.next(f"golden answers ({len(chosen)} prompts, both models)")
-    par, size = _served(cand_b, prod_b), _chunk(cand_b, prod_b)
-    cand_ans, prod_ans = _side_by_side(
-        lambda: _batched(cand_b.chat, convs, "gate: candidate answers", prof.max_new_tokens, size=size),
-        lambda: _batched(prod_b.chat, convs, "gate: prod answers", prof.max_new_tokens, size=size), par)
+    cand_ans = _batched(cand_b.chat, convs, "gate: candidate answers", prof.max_new_tokens)
+    prod_ans = _batched(prod_b.chat, convs, "gate: prod answers", prof.max_new_tokens)
     units = [Unit(i, 1, i.reference, i.messages, i.messages) for i in chosen]
     answers = [(c, p) for c, p in zip(cand_ans, prod_ans)]
     if prof.mtbench_turn2:
@@ -181,9 +155,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
         if idx:
             deadline.check("MT-Bench turn 2")
             st.next(f"MT-Bench turn 2 ({len(idx)} questions, each model's own turn-1 answer in the history)")
-            a2c, a2p = _side_by_side(
-                lambda: _batched(cand_b.chat, c2, "gate: candidate turn 2", prof.max_new_tokens, size=size),
-                lambda: _batched(prod_b.chat, p2, "gate: prod turn 2", prof.max_new_tokens, size=size), par)
+            a2c = _batched(cand_b.chat, c2, "gate: candidate turn 2", prof.max_new_tokens)
+            a2p = _batched(prod_b.chat, p2, "gate: prod turn 2", prof.max_new_tokens)
             for k, cc, pc, ac, ap in zip(idx, c2, p2, a2c, a2p):
                 units.append(Unit(chosen[k], 2, t2[chosen[k].id][1], cc, pc))
                 answers.append((ac, ap))
@@ -218,12 +191,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     def _grade(rows: list[tuple[str, str, str]]) -> list:
         return J.grade(judge_b, [q for q, _, _ in rows], [a for _, a, _ in rows], [r for _, _, r in rows], prof.reasoning_tokens)
 
-    jsize = _chunk(judge_b)
-    g_c, g_p = _side_by_side(
-        lambda: _batched(_grade, [(_render(units[k].cand_conv), cand_all[k], r) for k, r in zip(graded, refs)],
-                         "gate: grading candidate", size=jsize),
-        lambda: _batched(_grade, [(_render(units[k].prod_conv), prod_all[k], r) for k, r in zip(graded, refs)],
-                         "gate: grading prod", size=jsize), _served(judge_b))
+    g_c = _batched(_grade, [(_render(units[k].cand_conv), cand_all[k], r) for k, r in zip(graded, refs)], "gate: grading candidate")
+    g_p = _batched(_grade, [(_render(units[k].prod_conv), prod_all[k], r) for k, r in zip(graded, refs)], "gate: grading prod")
     golden_items = [{"id": units[k].item.id, "turn": units[k].turn, "category": units[k].item.category.split(":")[0],
                      "cand": gc.score if gc else nan, "prod": gp.score if gp else nan,
                      "identical": cand_all[k].strip() == prod_all[k].strip()}
@@ -253,9 +222,7 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
             continue
         its = P.load_task(assets.path("bigbench-probes"), task, prof.probe_items)
         st.next(f"probe {task} ({len(its)} items)")
-        sc, sp = _side_by_side(lambda: P.score(cand_b, its), lambda: P.score(prod_b, its),
-                               par and not any(getattr(b, "loglik_via", None) for b in (cand_b, prod_b)))
-        probe_res[task] = P.compare(sc, sp)
+        probe_res[task] = P.compare(P.score(cand_b, its), P.score(prod_b, its))
         probe_res[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its) / len(its) if its else nan
 
     # IFBench verifiable instructions on the golden IFBench items (strict and loose, paired)

@@ -252,45 +252,6 @@ def test_a_different_chat_template_is_refused_by_serve_and_gate(project, tmp_pat
         state_file.write_text(saved)
 
 
-def test_gate_runs_candidate_and_prod_side_by_side_with_the_same_result(project, tmp_path, monkeypatch):
-    """With both models served, the gate sends the candidate's and prod's requests of a step at the same
-    time (one server batches both); the answers, probes and verdict are those of one after the other.
-    A tiny profile, the served prod as judge, an empty call cache for each run."""
-    from sftloop.evaluate import gate as gate_mod
-
-    root, reg, _ = project
-    cfg = tmp_path / "gate.toml"
-    cfg.write_text('[judge]\nmodel = "prod"\n[profiles.tiny]\ngolden_support = 3\ngolden_mtbench = 1\n'
-                   'golden_ifbench = 0\nmax_new_tokens = 16\nprobe_items = 2\ncalibration_pairs = 2\ninjection_cases = 1\n')
-    sides: list[bool] = []
-    real = gate_mod._side_by_side
-
-    def spy(run_cand, run_prod, parallel):
-        sides.append(parallel)
-        return real(run_cand, run_prod, parallel)
-
-    monkeypatch.setattr(gate_mod, "_side_by_side", spy)
-    repo = Path(__file__).parents[2]
-
-    def gate(cache: str):
-        monkeypatch.setenv("SFTLOOP_CACHE", str(tmp_path / cache))
-        return gate_mod.evaluate_gate("candidate", "prod", repo, profile="tiny", config=cfg, registry_path=reg,
-                                      log=lambda *_: None)
-
-    par = gate("side-by-side")
-    assert sides and all(sides) and par.details["backends"] == {"candidate": "vllm", "prod": "vllm", "judge": "vllm"}
-    sides.clear()
-    monkeypatch.setattr(gate_mod, "_served", lambda *b: False)
-    seq = gate("one-after-the-other")
-    assert sides and not any(sides)
-    assert [(a["candidate"], a["prod"]) for a in par.details["answers"]] == \
-        [(a["candidate"], a["prod"]) for a in seq.details["answers"]]
-    assert sum(a["candidate"] != a["prod"] for a in par.details["answers"]) >= 1  # two models, really
-    for task, r in seq.details["probes"].items():
-        assert par.details["probes"][task]["candidate_acc"] == r["candidate_acc"], task
-    assert par.verdict == seq.verdict and {c.name: c.outcome for c in par.checks} == {c.name: c.outcome for c in seq.checks}
-
-
 def test_server_start_failure_is_a_clear_error(tmp_path):
     bad = tmp_path / "not-a-model"
     bad.mkdir()
