@@ -81,7 +81,7 @@ class TokenLimit(StageConfig):
     mode: Literal["drop", "truncate_turns"] = "drop"
     batch_size: int = Field(512, gt=0)
     exact_counts: bool = Field(False, description="count every token of a conversation over the limit too (n_tokens of "
-                               "dropped rows, meta.tokens_cut): the stage before issue 18, about 2x slower on ShareGPT")
+                               "dropped rows, meta.tokens_cut): the stage before issue 18 (its counting 1.6x slower on ShareGPT)")
     expected_drop_share: ClassVar[float] = 0.1  # ShareGPT demo, 1,024, truncate_turns: 10.2 % (drop: 64.4 %)
 
     def apply(self, df: pl.DataFrame, ctx: Context) -> StageResult:
@@ -227,7 +227,7 @@ def _proper_prefixes(messages: list[dict]) -> list[int]:
 
 
 def _n_tokens(tok, texts: list[str]) -> list[int]:
-    return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return _tokenize(tok, texts, False)[0]
 
 
 def estimate_prefix(tok, messages: list[dict], text: str, token_ends: list[int], max_tokens: int) -> tuple[int, str] | None:
