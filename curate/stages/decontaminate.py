@@ -130,8 +130,9 @@ class Decontaminate(StageConfig):
     whole_turn_words: int = Field(100, ge=0)
     # (a)'s prefilter: MiniLM embeds only the short user turns whose static vector (embed.static_vectors,
     # idf and mean from the eval texts) is within `prefilter_threshold` of a question's; "none" embeds
-    # every one (the reference). Excluded from the version id like embed_dedup's: it changes cost, and
-    # bench/embed_bench.py --stage decontaminate checks it drops the same rows (docs/benchmarks.md)
+    # every one (the reference). Excluded from the version id like embed_dedup's: it changes cost; it
+    # dropped the same rows as "none" on the demo input and on reworded eval prompts (docs/benchmarks.md,
+    # tests/curate/test_decontaminate.py)
     prefilter: Literal["static", "none"] = Field("static", exclude=True)
     prefilter_threshold: float = Field(PREFILTER_THRESHOLD, gt=-1, le=1, exclude=True)
 
