@@ -6,12 +6,16 @@
   second, the verdict and every rule's status side by side (identical answers give identical
   judgments); then the vLLM gate once more on its now-filled cache;
 - `--startup`: vLLM start time, eager and compiled (torch.compile), cold (empty `VLLM_CACHE_ROOT`)
-  and warm.
+  and warm;
+- `--probes N`: N probe (choice) pairs of the gate's BIG-bench tasks, prompt log-likelihoods: one prompt
+  per request vs several per request, with vLLM's own core binding (`auto`) and with serve's
+  (`serve.omp_bind`), next to the `hf` backend, same run.
 
 The gate runs on a registry written to a temporary folder (candidate = RUN's adapter, prod and the
 judge = the base), so the repo's models.toml and any `just serve` of other users are untouched.
 
     python bench/serve_bench.py [--run runs/<id>] [--dtype float32] [--eager] [--startup] [--skip-gate]
+    python bench/serve_bench.py --probes 128 [--dtype float32]
 """
 
 from __future__ import annotations
@@ -91,6 +95,62 @@ def startup(root: Path, reg: Path, dtype: str) -> dict:
     return out
 
 
+def probe_pairs(n: int) -> list[tuple[str, str]]:
+    import random
+
+    from sftloop import assets
+    from sftloop.evaluate import probes as P
+
+    items = [it for t in P.TASKS for it in P.load_task(assets.path("bigbench-probes"), t, 20)]
+    pairs = [(it["context"].rstrip(" "), " " + c) for it in items for c in it["choices"]]
+    random.Random(0).shuffle(pairs)
+    return pairs[:n]
+
+
+def probes(root: Path, reg: Path, n: int, dtype: str) -> dict:
+    """Seconds for n prompt log-likelihoods per setting, the same pairs: a base-only server with vLLM's own
+    core binding (`auto`) and with serve's, one vs 8 prompts per request; a LoRA server (base + adapter)
+    with vLLM's LoRA ops and with the grouped ones; the hf backend for both models."""
+    from sftloop.backends import Cache, HFBackend, backend_for
+
+    pairs, out, vals = probe_pairs(n), {"pairs": n}, {}
+
+    def timed(key: str, b, per: int = 8) -> None:
+        if hasattr(b, "loglik_per_request"):
+            b.loglik_per_request = per
+        t0 = time.perf_counter()
+        vals[key] = b.loglik(pairs)
+        out[key] = time.perf_counter() - t0
+        print(f"probes: {key}: {out[key]:.1f} s ({n / out[key]:.1f} pairs/s)", flush=True)
+
+    def fresh(name: str):
+        return backend_for(name, root, Cache(Path(tempfile.mkdtemp()) / "c.sqlite"), reg)
+
+    settings = [("auto", ["prod"], "grouped"), (serve.omp_bind(), ["prod"], "grouped"),
+                (serve.omp_bind(), ["candidate", "prod"], "vllm"), (serve.omp_bind(), ["candidate", "prod"], "grouped")]
+    for bind, names, ops in settings:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+        serve.start(names, serve.ServeConfig(dtype=dtype, enforce_eager=True, lora_ops=ops), root, reg,
+                    log=lambda *_: None)
+        try:
+            fresh("prod").loglik(pairs[:16])  # warm-up
+            where = f"bind={bind}" + (f" lora server ({ops} ops)" if len(names) > 1 else " base server")
+            for name in names:
+                for per in ((1, 8) if len(names) == 1 else (8,)):
+                    timed(f"vllm {where} {name} prompts/request={per}", fresh(name), per)
+        finally:
+            serve.stop(reg)
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND")
+    for name in ("prod", "candidate"):
+        h = HFBackend(registry.get(name, reg), root, Cache(Path(tempfile.mkdtemp()) / "c.sqlite"))
+        _ = h.model
+        timed(f"hf {name}", h)
+    out["largest_abs_diff_vs_hf"] = {k: max(abs(a[0] - b[0]) for a, b in zip(v, vals["hf " + k.split()[-2]]))
+                                     for k, v in vals.items() if k.startswith("vllm")}
+    print(json.dumps(out, indent=2), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, help="a training run (default: the newest under runs/)")
@@ -102,6 +162,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--only", choices=["vllm", "hf"], help="one side only (the other's figures from an earlier run)")
+    ap.add_argument("--probes", type=int, metavar="N", help="only the probe log-likelihood comparison on N pairs")
     a = ap.parse_args()
     offline_env()
     root = repo_root()
@@ -117,6 +178,11 @@ def main() -> None:
     def save() -> None:  # after every step: a later failure keeps what was measured
         out.write_text(json.dumps(res, indent=2, default=str))
 
+    if a.probes:
+        res["probes"] = probes(root, reg, a.probes, a.dtype)
+        save()
+        print(f"written {out}")
+        return
     # vLLM first: a server that cannot start fails the script before the long in-process gate
     v_out: list[str] = []
     hf_out: list[str] = []

@@ -327,6 +327,7 @@ class OpenAIBackend:
         self.kind = entry.engine or "openai"
         self.can_loglik = entry.engine == "vllm"
         self._tok_memo: dict[str, list[int]] = {}
+        self.loglik_per_request = 8  # probe prompts sent in one completions request (vLLM batches them)
         self.loglik_via: HFBackend | None = None  # a served entry whose server cannot give prompt_logprobs
         self.client = OpenAI(base_url=entry.endpoint, api_key=entry.api_key() or "not-needed", timeout=timeout,
                              max_retries=max_retries)
@@ -342,31 +343,40 @@ class OpenAIBackend:
         return self.client.with_options(timeout=min(self.timeout, left)) if left < self.timeout else self.client
 
     def _call(self, fn, inputs: list[Any], kind: str, params: dict) -> list[Any]:
+        return self._call_many(lambda xs: [fn(xs[0])], inputs, kind, params, per_request=1)
+
+    def _call_many(self, fn, inputs: list[Any], kind: str, params: dict, per_request: int) -> list[Any]:
+        """`fn(list of up to per_request inputs) -> their values`, one request per call, uncached inputs
+        only, at most `concurrency` requests in flight; each value is cached as it comes."""
         keys = [_h({"spec": self.spec, "kind": kind, "in": x, "p": params}) for x in inputs]
         out, todo = self.cache.lookup(keys, kind)
+        groups = [todo[s:s + per_request] for s in range(0, len(todo), per_request)]
 
-        def one(i):
+        def one(g):
+            idx = groups[g]
             t0 = time.perf_counter()
             try:
-                v = fn(inputs[i])
+                vals = fn([inputs[i] for i in idx])
             except BackendError as e:
                 raise BackendError(f"{self.where()}: {e}") from e
             except Exception as e:  # noqa: BLE001 - after the client's own retries
                 raise BackendError(f"{self.where()}: {type(e).__name__}: {e}") from e
-            self.cache.put(keys[i], v)
+            for i, v in zip(idx, vals, strict=True):
+                self.cache.put(keys[i], v)
             with self._lock:
                 t = self.timing.setdefault(kind, [0.0, 0])
                 t[0] += time.perf_counter() - t0
-                t[1] += 1
-            return i, v
+                t[1] += len(idx)
+            return idx, vals
 
         if not todo:
             return out
-        for i, v in _bounded_pool(one, todo, self.concurrency, self.deadline,
-                                  lambda left: BackendError(
-                                      f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}: "
-                                      f"{left} of {len(todo)} {kind} requests unanswered (cancelled)")):
-            out[i] = v
+        for idx, vals in _bounded_pool(one, list(range(len(groups))), self.concurrency, self.deadline,
+                                       lambda left: BackendError(
+                                           f"the gate deadline of {self.deadline.seconds:g} s passed waiting for {self.where()}: "
+                                           f"{left} of {len(groups)} {kind} requests unanswered (cancelled)")):
+            for i, v in zip(idx, vals):
+                out[i] = v
         return out
 
     def chat(self, convs: list[list[dict]], max_new_tokens: int = 128) -> list[str]:
@@ -390,7 +400,10 @@ class OpenAIBackend:
         return [flat[i * n:(i + 1) * n] for i in range(len(convs))]
 
     def next_token_logprobs(self, convs: list[list[dict]], labels: list[str]) -> list[dict[str, float]]:
-        """Label log-probabilities from `top_logprobs` when the server gives them (vLLM, llama.cpp).
+        """Label log-probabilities. vLLM (`engine = "vllm"`): exact, from `logprob_token_ids` (vLLM
+        >= 0.32: the full-vocabulary log-probability of each label's token, one request; `top_logprobs`
+        misses labels outside the top 20: 16 of 101 judge requests of the demo gate had no verdict that
+        way, where `hf` had none). Other servers: from `top_logprobs` when they give them (llama.cpp).
 
         Servers that ignore `logprobs` (e.g. `transformers serve`) get a constrained text answer
         instead: the first label found in a 3-token reply scores 0 and the others -inf; an
@@ -402,6 +415,23 @@ class OpenAIBackend:
 
             m = re.search(r"\b(" + "|".join(map(re.escape, labels)) + r")\b", text or "")
             return m.group(1) if m else None
+
+        if self.can_loglik:  # vLLM: every label's full-vocabulary log-probability, as `hf` computes it
+            ids = {lab: self._tokenize(lab)[0] for lab in labels}  # a label's first token, as `hf` takes it
+
+            def exact(conv):
+                r = self._client().chat.completions.create(
+                    model=self.entry.model, messages=conv, max_tokens=1, temperature=0, logprobs=True,
+                    extra_body={"logprob_token_ids": sorted(set(ids.values())), "return_tokens_as_token_ids": True})
+                if not r.choices or r.choices[0].logprobs is None or not r.choices[0].logprobs.content:
+                    raise BackendError("the response has no logprobs for `logprob_token_ids`")
+                got = {t.token: t.logprob for t in r.choices[0].logprobs.content[0].top_logprobs}
+                missing = [lab for lab, t in ids.items() if f"token_id:{t}" not in got]
+                if missing:
+                    raise BackendError(f"the response lacks the logprobs of labels {missing} (vLLM older than 0.32?)")
+                return {lab: float(got[f"token_id:{t}"]) for lab, t in ids.items()}
+
+            return self._call(exact, convs, "next", {"labels": labels, "via": "logprob_token_ids"})
 
         def fn(conv):
             r = self._client().chat.completions.create(model=self.entry.model, messages=conv, max_tokens=1, temperature=0,
@@ -452,23 +482,32 @@ class OpenAIBackend:
         if not self.can_loglik:
             raise BackendError(f"{self.where()} gives no prompt log-likelihoods (declare `engine = \"vllm\"` for a vLLM server)")
 
-        def fn(pair):
-            ctx, cont = pair
-            c_ids, x_ids = self._tokenize(ctx), self._tokenize(cont)
-            r = self._client().completions.create(model=self.entry.model, prompt=c_ids + x_ids, max_tokens=1,
+        def fn(batch):
+            prompts = [self._tokenize(ctx) + self._tokenize(cont) for ctx, cont in batch]
+            r = self._client().completions.create(model=self.entry.model, prompt=prompts, max_tokens=1,
                                                   temperature=0, extra_body={"prompt_logprobs": 0})
-            plp = (r.choices[0].model_extra or {}).get("prompt_logprobs") if r.choices else None
-            if not plp or len(plp) != len(c_ids) + len(x_ids):
-                raise BackendError("the response has no `prompt_logprobs` for every prompt token")
-            total = 0.0
-            for pos in range(len(c_ids), len(plp)):
-                tid = str((c_ids + x_ids)[pos])
-                if not plp[pos] or tid not in plp[pos]:
-                    raise BackendError(f"`prompt_logprobs` lacks token {tid} at position {pos}")
-                total += float(plp[pos][tid]["logprob"])
-            return [total, len(x_ids)]
+            by_index = {c.index: c for c in r.choices}
+            if sorted(by_index) != list(range(len(batch))):
+                raise BackendError(f"the response has choices {sorted(by_index)} for {len(batch)} prompts")
+            out = []
+            for k, ((ctx, _), ids) in enumerate(zip(batch, prompts)):
+                plp = (by_index[k].model_extra or {}).get("prompt_logprobs")
+                n_ctx = len(self._tokenize(ctx))
+                if not plp or len(plp) != len(ids):
+                    raise BackendError("the response has no `prompt_logprobs` for every prompt token")
+                total = 0.0
+                for pos in range(n_ctx, len(plp)):
+                    tid = str(ids[pos])
+                    if not plp[pos] or tid not in plp[pos]:
+                        raise BackendError(f"`prompt_logprobs` lacks token {tid} at position {pos}")
+                    total += float(plp[pos][tid]["logprob"])
+                out.append([total, len(ids) - n_ctx])
+            return out
 
-        return [tuple(x) for x in self._call(fn, [list(p) for p in pairs], "loglik", {})]
+        # several prompts per request: on 2 CPU cores 1.6x the pairs/s of 16 one-prompt requests in
+        # flight, identical log-probabilities (docs/benchmarks.md, "Serving")
+        return [tuple(x) for x in self._call_many(fn, [list(p) for p in pairs], "loglik", {},
+                                                  per_request=self.loglik_per_request)]
 
 
 def backend_for(name: str, root: Path, cache: Cache, reg_path: Path | None = None, timeout: float = 60.0,

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +36,9 @@ from sftloop.settings import offline_env, repo_root
 
 PROBE_CONV = [{"role": "system", "content": "You are a support assistant."},
               {"role": "user", "content": "My order #123 has not arrived. What can I do?"}]
+
+
+VLLM_SITE = Path(__file__).parent / "vllm_site"  # the server's sitecustomize (grouped LoRA ops)
 
 
 class ServeError(RuntimeError):
@@ -49,6 +53,8 @@ class ServeConfig(BaseModel):
     max_model_len: int = 2048
     kv_cache_gib: int = Field(2, description="VLLM_CPU_KVCACHE_SPACE on CPU (GiB)")
     enforce_eager: bool = Field(False, description="skip torch.compile: ~3x faster start, slower decoding")
+    lora_ops: Literal["grouped", "vllm"] = Field("grouped", description="grouped: one matmul per adapter on CPU (sftloop/vllm_site); "
+                                                 "vllm: vllm-cpu's own per-token ops")
     max_lora_rank: int = 16
     chat_template: Path | None = Field(None, description="force a template file (refused if a run trained with another)")
     extra_args: list[str] = Field(default_factory=list, description="e.g. --tensor-parallel-size 2 on GPUs")
@@ -155,6 +161,15 @@ def prompt_logprobs_ok(p: ServerPlan) -> bool:
     return not p.loras or (p.lora_targets is not None and "lm_head" not in p.lora_targets)
 
 
+def omp_bind() -> str:
+    """vllm-cpu's OpenMP cores (`VLLM_CPU_OMP_THREADS_BIND`; a value in the environment wins): every core
+    this process may use. vLLM's own `auto` reserves one core per engine for its scheduler, so on this
+    2-core machine the model ran on one core: binding both made probe requests 3.0x faster and prefill
+    1.5x (docs/benchmarks.md, "Serving"). CUDA platforms ignore the variable."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    return ",".join(map(str, cores))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -250,8 +265,11 @@ def launch(p: ServerPlan, cfg: ServeConfig, root: Path, state_dir: Path, log=pri
         template_file.write_text(p.template)
     cmd = command(p, cfg, py, port, template_file)
     logf = state_dir / f"vllm-{p.served_name}-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-           "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": omp_bind(), **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
+    if p.loras and cfg.lora_ops == "grouped":  # sftloop/vllm_site/sitecustomize.py replaces the CPU LoRA ops
+        env["SFTLOOP_VLLM_LORA_OPS"] = "grouped"
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (str(VLLM_SITE), env.get("PYTHONPATH", "")) if x)
     log(f"serve: starting vLLM for {', '.join(p.entries)} on {cfg.host}:{port} (dtype {cfg.dtype}, "
         f"{'eager' if cfg.enforce_eager else 'compiled'}; log {logf})")
     t0 = time.time()
@@ -403,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--kv-cache-gib", type=int, default=2)
     ap.add_argument("--eager", action="store_true", help="--enforce-eager: faster start, slower decoding")
+    ap.add_argument("--lora-ops", choices=["grouped", "vllm"], default="grouped",
+                    help="LoRA ops on CPU: grouped (one matmul per adapter, the default) or vLLM's own")
     ap.add_argument("--chat-template", type=Path)
     ap.add_argument("--vllm-arg", action="append", default=[], help="passed to vLLM (repeat), e.g. --vllm-arg=--tensor-parallel-size=2")
     a = ap.parse_args(argv)
@@ -417,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         print(st.model_dump_json(indent=2) if st else "serve: no server running")
         return 0 if st else 1
     cfg = ServeConfig(port=a.port, dtype=a.dtype, max_model_len=a.max_model_len, kv_cache_gib=a.kv_cache_gib,
-                      enforce_eager=a.eager, chat_template=a.chat_template, extra_args=a.vllm_arg)
+                      enforce_eager=a.eager, lora_ops=a.lora_ops, chat_template=a.chat_template, extra_args=a.vllm_arg)
     try:
         servers = start(a.names or default_names(reg_path), cfg, root, reg_path)
     except (ServeError, registry.RegistryError) as e:

@@ -116,15 +116,45 @@ def test_verdicts_and_probe_accuracy_agree_with_hf_float32(project):
     lv, lh = v.next_token_logprobs(convs, LABELS), h.next_token_logprobs(convs, LABELS)
     for x, y in zip(lv, lh):
         assert max(x, key=x.get) == max(y, key=y.get)  # same verdict
-        for lab in LABELS:
-            if x[lab] > -1e8:  # in vLLM's top-20
-                assert abs(x[lab] - y[lab]) < 0.02, (lab, x, y)
+        for lab in LABELS:  # every label, top-20 or not (vLLM's logprob_token_ids)
+            assert abs(x[lab] - y[lab]) < 0.02, (lab, x, y)
+    # grading digits on the LoRA server: labels far outside the top 20 still exact (top_logprobs gave -1e9)
+    vc = backend_for("candidate", root, Cache(root / "v.sqlite"), reg)
+    hc = HFBackend(registry.get("candidate", reg), root, Cache(root / "h.sqlite"))
+    digits = ["1", "2", "3", "4", "5"]
+    gconvs = [_conv(prompt("grade-v1").format(question=q, reference=a, answer=b, aspect="correctness"))
+              for q, a, b in qs]
+    gv, gh = vc.next_token_logprobs(gconvs, digits), hc.next_token_logprobs(gconvs, digits)
+    assert min(min(x.values()) for x in gh) < -15  # some digit is improbable (not in a top 20)
+    assert max(abs(x[d] - y[d]) for x, y in zip(gv, gh) for d in digits) < 0.05
     # probes: prompt_logprobs on the merged model's server (no LoRA there)
     v = backend_for("merged", root, Cache(root / "v.sqlite"), reg)
     h = HFBackend(registry.get("merged", reg), root, Cache(root / "h.sqlite"))
     assert v.kind == "vllm" and v.loglik_via is None
-    diff, picks_v, picks_h = _probe_agreement(v, h, _probe_items(5))
+    items = _probe_items(5)
+    diff, picks_v, picks_h = _probe_agreement(v, h, items)
     assert diff < PROBE_TOL and picks_v == picks_h
+    # several prompts per completions request (the default) vs one per request: the same numbers, in order
+    pairs = [(it["context"].rstrip(" "), " " + c) for it in items for c in it["choices"]]
+    assert v.loglik_per_request > 1 and len(pairs) > v.loglik_per_request
+    one = backend_for("merged", root, Cache(root / "v1.sqlite"), reg)
+    one.loglik_per_request = 1
+    assert [n for _, n in one.loglik(pairs)] == [n for _, n in v.loglik(pairs)]
+    assert max(abs(a[0] - b[0]) for a, b in zip(one.loglik(pairs), v.loglik(pairs))) < 1e-4
+
+
+def test_the_engine_runs_on_every_core(project):
+    """vLLM's `auto` binding reserves a core per engine for its scheduler (one of this machine's two);
+    serve binds OpenMP to all cores this process may use (serve.omp_bind), and vLLM logs the binding."""
+    import os
+
+    _, _, servers = project
+    want = sorted(os.sched_getaffinity(0))
+    for s in servers:
+        log = s.log.read_text(errors="replace")
+        assert f"core ids={want}" in log, s.log
+        # the LoRA server runs sftloop's grouped LoRA ops (vllm_site/sitecustomize.py), the merged one needs none
+        assert ("sftloop: grouped LoRA ops" in log) == bool(s.plan.loras), s.log
 
 
 PROBE_TOL = 0.05  # nats: |sum log-prob of a continuation| vLLM float32 vs hf float32 (largest measured: docs/serve.md)
