@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -229,8 +230,6 @@ def main() -> None:
         res["gate_speedup"] = gh["seconds"] / gv["seconds"]
         res["rules_identical"] = gh["rules"] == gv["rules"] and gh["verdict"] == gv["verdict"]
         res["rules_differing"] = {k: (gh["rules"][k], gv["rules"].get(k)) for k in gh["rules"] if gh["rules"][k] != gv["rules"].get(k)}
-        import math
-
         fin = lambda x: isinstance(x, float) and math.isfinite(x)  # noqa: E731
         res["rule_values_largest_diff"] = max((abs(gh["values"][k] - gv["values"][k]) for k in gh.get("values", {})
                                                if fin(gh["values"][k]) and fin(gv["values"].get(k))), default=None)

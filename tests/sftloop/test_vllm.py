@@ -121,17 +121,17 @@ def test_verdicts_and_probe_accuracy_agree_with_hf_float32(project):
     # grading digits on the LoRA server: labels far outside the top 20 still exact (top_logprobs gave -1e9)
     vc = backend_for("candidate", root, Cache(root / "v.sqlite"), reg)
     hc = HFBackend(registry.get("candidate", reg), root, Cache(root / "h.sqlite"))
-    digits = ["1", "2", "3", "4", "5", "zebra"]  # "zebra": a label no top 20 holds
+    grade = ["1", "2", "3", "4", "5", "zebra"]  # "zebra": a label no top 20 holds
     gconvs = [_conv(prompt("grade-v1").format(question=q, reference=a, answer=b, aspect="correctness"))
               for q, a, b in qs]
-    gv, gh = vc.next_token_logprobs(gconvs, digits), hc.next_token_logprobs(gconvs, digits)
+    gv, gh = vc.next_token_logprobs(gconvs, grade), hc.next_token_logprobs(gconvs, grade)
     import torch
 
     enc = hc.tok(hc._prompts(gconvs), return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         twentieth = torch.log_softmax(hc.model(**enc).logits[:, -1].float(), -1).topk(20).values[:, -1]
     assert all(x["zebra"] < float(t) for x, t in zip(gh, twentieth))  # outside every top 20: top_logprobs drops it
-    assert max(abs(x[d] - y[d]) for x, y in zip(gv, gh) for d in digits) < 0.05
+    assert max(abs(x[d] - y[d]) for x, y in zip(gv, gh) for d in grade) < 0.05
     # probes: prompt_logprobs on the merged model's server (no LoRA there)
     v = backend_for("merged", root, Cache(root / "v.sqlite"), reg)
     h = HFBackend(registry.get("merged", reg), root, Cache(root / "h.sqlite"))
