@@ -95,9 +95,10 @@ class Cache:
         """Cached values (None where missing) and the indices still to compute; counts per kind."""
         out: list[Any] = [self.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
-        k = self.by_kind.setdefault(kind, {"new": 0, "cached": 0})
-        k["cached"] += len(keys) - len(todo)
-        k["new"] += len(todo)
+        with self._lock:  # the gate looks up from several threads when its models are on servers
+            k = self.by_kind.setdefault(kind, {"new": 0, "cached": 0})
+            k["cached"] += len(keys) - len(todo)
+            k["new"] += len(todo)
         return out, todo
 
     def _error(self, e: Exception) -> BackendError:
@@ -113,7 +114,8 @@ class Cache:
             value = json.loads(row[0])
         except (sqlite3.Error, ValueError) as e:
             raise self._error(e) from e
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         return value
 
     def put(self, key: str, value: Any) -> None:
@@ -121,9 +123,9 @@ class Cache:
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(value)))
                 self._db.commit()
+                self.misses += 1
         except sqlite3.Error as e:
             raise self._error(e) from e
-        self.misses += 1
 
     def rows(self) -> int:
         with self._lock:
