@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from sftloop.evaluate import gate_config
 from sftloop.evaluate import golden as G
 from sftloop.evaluate import judge as J
 from sftloop.evaluate import probes as P
-from sftloop.backends import BackendError, Cache, Deadline, OpenAIBackend, backend_for
+from sftloop.backends import BackendError, Cache, Deadline, backend_for
 from sftloop.evaluate.checks import is_refusal, run_checks
 from sftloop.evaluate.rules import Check, apply_rules, no_information, verdict
 from sftloop.evaluate.stats import ks_2samp, mean_ci
@@ -130,64 +129,6 @@ def _batched(fn, xs: list, desc: str, *args, size: int = 16) -> list:
     return out
 
 
-class _Background:
-    """`fn()` on a daemon thread (a hung request cannot keep the process from exiting); `.result()`
-    waits for it and raises its error. The backends' own deadlines bound the wait."""
-
-    def __init__(self, fn) -> None:
-        self._out: dict = {}
-        self._t = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._t.start()
-
-    def _run(self, fn) -> None:
-        try:
-            self._out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - raised in the caller by result()
-            self._out["error"] = e
-
-    def result(self):
-        self._t.join()
-        if "error" in self._out:
-            raise self._out["error"]
-        return self._out["value"]
-
-
-def _on_server(*backends) -> bool:
-    """Every backend answers over HTTP (a `just serve` vLLM server or another endpoint): their calls
-    can be in flight together and the server batches them. In-process (`hf`) models share this
-    process's cores, so they run one after the other."""
-    return all(isinstance(b, OpenAIBackend) for b in backends)
-
-
-def _both(f_cand, f_prod, together: bool) -> tuple:
-    """`(f_cand(), f_prod())`; at the same time when `together` (both models on servers)."""
-    if not together:
-        return f_cand(), f_prod()
-    job = _Background(f_prod)
-    return f_cand(), job.result()
-
-
-def _probes(cand_b, prod_b, prof: gate_config.Profile, deadline: Deadline, together: bool) -> dict[str, dict]:
-    """Layer 3: every probe task's log-likelihoods, all tasks in one call per model (so a server keeps
-    its batch full), split back per task. A backend without log-likelihoods leaves them unavailable."""
-    missing = [b.name or type(b).__name__ for b in (cand_b, prod_b) if not getattr(b, "can_loglik", hasattr(b, "loglik"))]
-    if missing:
-        why = (f"{' and '.join(missing)} (remote) give{'s' if len(missing) == 1 else ''} no log-likelihoods: "
-               "run the probes on a local (hf) registry entry of the same weights")
-        return {task: {"unavailable": why} for task in P.TASKS}
-    deadline.check("probes")
-    its = {task: P.load_task(assets.path("bigbench-probes"), task, prof.probe_items) for task in P.TASKS}
-    flat = [it for task in P.TASKS for it in its[task]]
-    sc, sp = _both(lambda: P.score(cand_b, flat), lambda: P.score(prod_b, flat), together)
-    out, k = {}, 0
-    for task in P.TASKS:
-        n = len(its[task])
-        out[task] = P.compare(sc[k:k + n], sp[k:k + n])
-        out[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its[task]) / n if n else float("nan")
-        k += n
-    return out
-
-
 def _latency(b) -> str:
     t = getattr(b, "timing", {}).get("chat")
     return f"{t[0] / t[1]:.2f} s/answer over {t[1]} new" if t and t[1] else "from cache (not measured)"
@@ -198,18 +139,10 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     """Every measurement the rules read (see `evaluate.rules.RULES[*].reads`)."""
     nan = float("nan")
     convs = [i.messages for i in chosen]
-    # Both models on servers (`just serve`): candidate and prod calls are in flight together, and the
-    # probes (which read no answer) run on the server from the start, in the batches of every stage
-    # below; in-process models run one step after the other. Same calls and cache keys either way.
-    together, judge_served = _on_server(cand_b, prod_b), _on_server(judge_b)
-    size = 64 if together else 16  # a server: 4 x the backend's 16 in flight, so no batch waits on its tail
-    probes_served = together and all(b.loglik_via is None for b in (cand_b, prod_b))
-    probe_job = _Background(lambda: _probes(cand_b, prod_b, prof, deadline, True)) if probes_served else None
     st = _Stages()
     st.next(f"golden answers ({len(chosen)} prompts, both models)")
-    cand_ans, prod_ans = _both(lambda: _batched(cand_b.chat, convs, "gate: candidate answers", prof.max_new_tokens, size=size),
-                               lambda: _batched(prod_b.chat, convs, "gate: prod answers", prof.max_new_tokens, size=size),
-                               together)
+    cand_ans = _batched(cand_b.chat, convs, "gate: candidate answers", prof.max_new_tokens)
+    prod_ans = _batched(prod_b.chat, convs, "gate: prod answers", prof.max_new_tokens)
     units = [Unit(i, 1, i.reference, i.messages, i.messages) for i in chosen]
     answers = [(c, p) for c, p in zip(cand_ans, prod_ans)]
     if prof.mtbench_turn2:
@@ -222,9 +155,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
         if idx:
             deadline.check("MT-Bench turn 2")
             st.next(f"MT-Bench turn 2 ({len(idx)} questions, each model's own turn-1 answer in the history)")
-            a2c, a2p = _both(lambda: _batched(cand_b.chat, c2, "gate: candidate turn 2", prof.max_new_tokens, size=size),
-                             lambda: _batched(prod_b.chat, p2, "gate: prod turn 2", prof.max_new_tokens, size=size),
-                             together)
+            a2c = _batched(cand_b.chat, c2, "gate: candidate turn 2", prof.max_new_tokens)
+            a2p = _batched(prod_b.chat, p2, "gate: prod turn 2", prof.max_new_tokens)
             for k, cc, pc, ac, ap in zip(idx, c2, p2, a2c, a2p):
                 units.append(Unit(chosen[k], 2, t2[chosen[k].id][1], cc, pc))
                 answers.append((ac, ap))
@@ -259,13 +191,8 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
     def _grade(rows: list[tuple[str, str, str]]) -> list:
         return J.grade(judge_b, [q for q, _, _ in rows], [a for _, a, _ in rows], [r for _, _, r in rows], prof.reasoning_tokens)
 
-    jsize = 64 if judge_served else 16
-    g_c, g_p = _both(
-        lambda: _batched(_grade, [(_render(units[k].cand_conv), cand_all[k], r) for k, r in zip(graded, refs)],
-                         "gate: grading candidate", size=jsize),
-        lambda: _batched(_grade, [(_render(units[k].prod_conv), prod_all[k], r) for k, r in zip(graded, refs)],
-                         "gate: grading prod", size=jsize),
-        judge_served)
+    g_c = _batched(_grade, [(_render(units[k].cand_conv), cand_all[k], r) for k, r in zip(graded, refs)], "gate: grading candidate")
+    g_p = _batched(_grade, [(_render(units[k].prod_conv), prod_all[k], r) for k, r in zip(graded, refs)], "gate: grading prod")
     golden_items = [{"id": units[k].item.id, "turn": units[k].turn, "category": units[k].item.category.split(":")[0],
                      "cand": gc.score if gc else nan, "prod": gp.score if gp else nan,
                      "identical": cand_all[k].strip() == prod_all[k].strip()}
@@ -273,19 +200,30 @@ def measure(cand_b, prod_b, judge_b, chosen: list[G.GoldenItem], prof: gate_conf
 
     # Layer 2: pairwise with swap, calibration, injection
     deadline.check("pairwise judging")
-    cal_pairs = J.hhh_pairs(assets.path("bigbench-probes"), prof.calibration_pairs or None)
-    st.next(f"pairwise judging ({len(questions)} pairs, both orders; identical answers are ties without asking) "
-            f"and judge calibration ({len(cal_pairs)} human preference pairs)")
-    pw, cal = _both(lambda: J.pairwise(judge_b, questions, pw_c, pw_p), lambda: J.calibrate(judge_b, cal_pairs), judge_served)
+    st.next(f"pairwise judging ({len(questions)} pairs, both orders; identical answers are ties without asking)")
+    pw = J.pairwise(judge_b, questions, pw_c, pw_p)
     pws = pw.summary()
-    st.next("judge injection")
+    cal_pairs = J.hhh_pairs(assets.path("bigbench-probes"), prof.calibration_pairs or None)
+    st.next(f"judge calibration ({len(cal_pairs)} human preference pairs) and injection")
+    cal = J.calibrate(judge_b, cal_pairs)
     n_inj = min(prof.injection_cases, len(questions))
     inj = J.injection_flip_rate(judge_b, questions[:n_inj], pw_c[:n_inj], pw_p[:n_inj], pw)
 
     # Layer 3: probes (log-likelihood; a backend without it leaves the probe inconclusive)
-    st.next(f"probes ({len(P.TASKS)} BIG-bench tasks x {prof.probe_items} items"
-            + ("; on the server since the golden answers)" if probe_job else ")"))
-    probe_res = probe_job.result() if probe_job else _probes(cand_b, prod_b, prof, deadline, together)
+    probe_res: dict[str, dict] = {}
+    for task in P.TASKS:
+        deadline.check(f"probe {task}")
+        missing = [b.name or type(b).__name__ for b in (cand_b, prod_b)
+                   if not getattr(b, "can_loglik", hasattr(b, "loglik"))]
+        if missing:
+            probe_res[task] = {"unavailable": f"{' and '.join(missing)} (remote) give{'s' if len(missing) == 1 else ''} "
+                                              "no log-likelihoods: "
+                                              "run the probes on a local (hf) registry entry of the same weights"}
+            continue
+        its = P.load_task(assets.path("bigbench-probes"), task, prof.probe_items)
+        st.next(f"probe {task} ({len(its)} items)")
+        probe_res[task] = P.compare(P.score(cand_b, its), P.score(prod_b, its))
+        probe_res[task]["chance"] = sum(len(it["gold"]) / len(it["choices"]) for it in its) / len(its) if its else nan
 
     # IFBench verifiable instructions on the golden IFBench items (strict and loose, paired)
     from sftloop.evaluate import ifbench
