@@ -128,9 +128,9 @@ class Decontaminate(StageConfig):
     min_distinctive: int = Field(2, ge=1)
     embed_threshold: float | None = Field(0.88, gt=0, le=1)
     whole_turn_words: int = Field(100, ge=0)
-    # (a)'s prefilter: MiniLM embeds only the short user turns whose static vector (embed.static_vectors,
-    # idf and mean from the eval texts) is within `prefilter_threshold` of a question's; "none" embeds
-    # every one (the reference). Excluded from the version id like embed_dedup's: it changes cost; it
+    # The prefilter: MiniLM embeds only (a) the short user turns whose static vector (embed.static_vectors,
+    # idf and mean from the eval texts) is within `prefilter_threshold` of a question's and (b) the
+    # candidate windows within it of a window of their candidate question; "none" embeds every one (the reference). Excluded from the version id like embed_dedup's: it changes cost; it
     # dropped the same rows as "none" on the demo input and on reworded eval prompts (docs/benchmarks.md,
     # tests/curate/test_decontaminate.py)
     prefilter: Literal["static", "none"] = Field("static", exclude=True)
@@ -181,11 +181,12 @@ class Decontaminate(StageConfig):
                     if ev_row.get((int(t_row[d]), it), 0.0) >= self.evidence:
                         hit(d, it, "answer", c)
         # 3: embedding on sentence windows of lexical candidates
-        embedded = whole_n = whole_embedded = 0
+        embedded = whole_n = whole_embedded = wins_n = wins_embedded = 0
         if self.embed_threshold is not None:
-            embedded, whole_n, whole_embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
+            embedded, whole_n, whole_embedded, wins_n, wins_embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
         counters, info = self._report(et, best, embedded)
-        counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded)
+        counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded,
+                        candidate_windows=wins_n, candidate_windows_embedded=wins_embedded)
         info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
@@ -238,7 +239,8 @@ class Decontaminate(StageConfig):
         """Two checks, rows already hit skipped: (a) every user turn of <= `whole_turn_words` words, whole,
         against every question; (b) sentence windows of lexical candidates (a turn holding >= `lexical_gate`
         of a question's distinctive words, any role, any length) against that question, whole and in
-        3-sentence windows. Returns (row texts embedded, short user turns, of them embedded by MiniLM)."""
+        3-sentence windows. Returns (row texts embedded, short user turns, of them embedded by MiniLM,
+        candidate windows, of them embedded by MiniLM)."""
         done = set(best)
         contents, roles = turns["content"].to_list(), turns["role"].to_list()
         n_words = turns["norm"].str.count_matches(r"\S+").to_list()
@@ -263,7 +265,7 @@ class Decontaminate(StageConfig):
                 item_wins[t] += [" ".join(s[i:i + 3]) for i in range(0, len(s) - 2, 2)]
         windows = [w for d in kept for w in kept[d]]
         if not whole and not windows:
-            return 0, 0, 0
+            return 0, 0, 0, 0, 0
         emb = ctx.embedder()
         order = list(item_wins)
         i_at, item_texts = {}, []
@@ -287,11 +289,29 @@ class Decontaminate(StageConfig):
                 for it in et.owners[prompt_tids[int(j)]]:
                     hit(whole[cand[int(i)]], it, "embedding", float(sim))
         # (b) candidate windows against their candidate question
-        rv = emb.encode(windows)
         r_at, k = {}, 0
         for d in kept:
             r_at[d] = (k, k + len(kept[d]))
             k += len(kept[d])
+        need = list(range(len(windows)))
+        if self.prefilter == "static" and windows and item_texts:
+            # (b)'s prefilter, as (a)'s: MiniLM embeds only the windows whose static vector is within
+            # `prefilter_threshold` of a window of one of their row's candidate questions; the others
+            # keep a zero vector (similarity 0, never a hit)
+            ids = token_ids(ctx.embedding_model, windows + item_texts, emb.max_seq_length)
+            ref = ids[len(windows):]
+            sw = static_vectors(ctx.embedding_model, ids[:len(windows)], ref=ref)
+            si = static_vectors(ctx.embedding_model, ref, ref=ref)
+            near = np.zeros(len(windows), dtype=bool)
+            for d, t in pairs:
+                if d in r_at:
+                    a, b = r_at[d]
+                    c, e = i_at[t]
+                    near[a:b] |= (sw[a:b] @ si[c:e].T).max(axis=1) >= self.prefilter_threshold
+            need = np.flatnonzero(near).tolist()
+        rv = np.zeros((len(windows), iv.shape[1]), dtype=np.float32)
+        if need:
+            rv[need] = emb.encode([windows[i] for i in need])
         for d, t in pairs:
             if d in r_at:
                 a, b = r_at[d]
@@ -300,7 +320,7 @@ class Decontaminate(StageConfig):
                 if sim >= self.embed_threshold:
                     for it in et.owners[t]:
                         hit(d, it, "embedding", sim)
-        return len(cand) + len(windows), len(whole), len(cand)
+        return len(cand) + len(need), len(whole), len(cand), len(windows), len(need)
 
     def _report(self, et: EvalTexts, best: dict, embedded: int = 0) -> tuple[dict, dict]:
         """This shard's (counters, info): the runner sums counters over shards (rows dropped, windows

@@ -157,3 +157,39 @@ def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx
     assert ref_rep["by_method"].get("embedding", 0) >= 10  # the embedding check really decides here
     assert fast_rep["short_user_turns"] == ref_rep["short_user_turns"] == ref_rep["short_user_turns_embedded"]
     assert fast_rep["short_user_turns_embedded"] < 0.5 * ref_rep["short_user_turns"]
+
+
+def test_static_prefilter_of_candidate_windows_drops_what_minilm_on_every_window_drops(items, ctx):
+    """(b)'s prefilter (MiniLM only on candidate windows whose static vector is near a window of their
+    candidate question) against MiniLM on every candidate window: reworded eval prompts inside long
+    turns of real ShareGPT conversations (so only the window check can see them), the same rows dropped
+    for the same items, and fewer windows embedded."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.schema import QuarantineWriter
+
+    spec = importlib.util.spec_from_file_location("decontam_bench_under_test",
+                                                  Path(__file__).parents[2] / "bench" / "decontam_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = random.Random(1)
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=120)
+    real = [[(m.role, m.content) for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
+    long_replies = [c for conv in real for role, c in conv if role == "assistant" and len(c.split()) > 120][:40]
+    prompts = sorted({i.of("prompt")[0] for i in items.values() if i.set in ("mtbench", "ifbench")
+                      and i.of("prompt") and 12 <= len(i.of("prompt")[0].split()) <= 80})
+    convs = [[("user", HOST_Q), ("assistant", rep + "\n\nYou could also ask: " + bench.reword(q, rng) + "\n\n" + rep)]
+             for q, rep in zip(rng.sample(prompts, 40), long_replies)]
+    df = frame(convs + real[:80])
+    ref = Decontaminate(prefilter="none").apply(df, ctx)
+    ref_rep = dict(ctx.reports["decontaminate"])
+    fast = Decontaminate().apply(df, ctx)
+    fast_rep = ctx.reports["decontaminate"]
+    cols = ["_row", "reason", "rep_id"]
+    assert fast.dropped.select(cols).sort("_row").equals(ref.dropped.select(cols).sort("_row"))
+    assert ref_rep["by_method"].get("embedding", 0) >= 5  # the window check really decides here
+    assert fast_rep["candidate_windows"] == ref_rep["candidate_windows"] == ref_rep["candidate_windows_embedded"] > 0
+    assert fast_rep["candidate_windows_embedded"] < 0.5 * ref_rep["candidate_windows"]
