@@ -95,7 +95,7 @@ class Cache:
         """Cached values (None where missing) and the indices still to compute; counts per kind."""
         out: list[Any] = [self.get(k) for k in keys]
         todo = [i for i, v in enumerate(out) if v is None]
-        with self._lock:  # the gate looks up from several threads when its models are on servers
+        with self._lock:  # counters: lookups and puts also come from the backends' worker threads
             k = self.by_kind.setdefault(kind, {"new": 0, "cached": 0})
             k["cached"] += len(keys) - len(todo)
             k["new"] += len(todo)

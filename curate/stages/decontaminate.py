@@ -130,7 +130,8 @@ class Decontaminate(StageConfig):
     whole_turn_words: int = Field(100, ge=0)
     # The prefilter: MiniLM embeds only (a) the short user turns whose static vector (embed.static_vectors,
     # idf and mean from the eval texts) is within `prefilter_threshold` of a question's and (b) the
-    # candidate windows within it of a window of their candidate question; "none" embeds every one (the reference). Excluded from the version id like embed_dedup's: it changes cost; it
+    # candidate windows within it of a window of their candidate question; "none" embeds every one (the
+    # reference). Excluded from the version id like embed_dedup's: it changes cost; it
     # dropped the same rows as "none" on the demo input and on reworded eval prompts (docs/benchmarks.md,
     # tests/curate/test_decontaminate.py)
     prefilter: Literal["static", "none"] = Field("static", exclude=True)

@@ -125,35 +125,49 @@ def test_clean_conversations_and_the_shared_system_prompt_are_not_hits(stage, it
     assert ctx.reports["decontaminate"]["templates_ignored"] == [support.of("system")[0][:60]]
 
 
-def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx):
-    """The prefilter (MiniLM only on short user turns whose static vector is near a question's) against the
-    reference (MiniLM on every short user turn): the same rows dropped for the same items, on lightly
-    reworded eval prompts (what the embedding check is for) mixed with real ShareGPT conversations, and
-    fewer turns embedded."""
+def _reword():
+    """bench/decontam_bench.py's `reword` (light deterministic rewording of eval prompts)."""
     import importlib.util
-    import random
     from pathlib import Path
-
-    from sftloop.curate.sources import SourceConfig, iter_source
-    from sftloop.schema import QuarantineWriter
 
     spec = importlib.util.spec_from_file_location("decontam_bench_under_test",
                                                   Path(__file__).parents[2] / "bench" / "decontam_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rng = random.Random(0)
-    prompts = sorted({i.of("prompt")[0] for i in items.values() if i.set in ("golden", "mtbench", "ifbench")
-                      and i.of("prompt") and 6 <= len(i.of("prompt")[0].split()) <= 100})
-    convs = [[("user", bench.reword(q, rng)), ("assistant", HOST_A)] for q in rng.sample(prompts, 60)]
-    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=80)
-    convs += [[(m.role, m.content) for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
-    df = frame(convs)
+    return bench.reword
+
+
+def _sharegpt(limit: int) -> list[list[tuple[str, str]]]:
+    from sftloop.curate.sources import SourceConfig, iter_source
+    from sftloop.schema import QuarantineWriter
+
+    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=limit)
+    return [[(m.role, m.content) for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
+
+
+def _reference_and_fast(df, ctx) -> tuple[dict, dict]:
+    """The reference (`prefilter = "none"`) and the default static prefilter on `df`: asserts the same rows
+    dropped for the same reasons and items; returns both stage reports."""
     ref = Decontaminate(prefilter="none").apply(df, ctx)
     ref_rep = dict(ctx.reports["decontaminate"])
     fast = Decontaminate().apply(df, ctx)
-    fast_rep = ctx.reports["decontaminate"]
     cols = ["_row", "reason", "rep_id"]
     assert fast.dropped.select(cols).sort("_row").equals(ref.dropped.select(cols).sort("_row"))
+    return ref_rep, dict(ctx.reports["decontaminate"])
+
+
+def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx):
+    """The prefilter (MiniLM only on short user turns whose static vector is near a question's) against the
+    reference (MiniLM on every short user turn): the same rows dropped for the same items, on lightly
+    reworded eval prompts (what the embedding check is for) mixed with real ShareGPT conversations, and
+    fewer turns embedded."""
+    import random
+
+    reword, rng = _reword(), random.Random(0)
+    prompts = sorted({i.of("prompt")[0] for i in items.values() if i.set in ("golden", "mtbench", "ifbench")
+                      and i.of("prompt") and 6 <= len(i.of("prompt")[0].split()) <= 100})
+    convs = [[("user", reword(q, rng)), ("assistant", HOST_A)] for q in rng.sample(prompts, 60)]
+    ref_rep, fast_rep = _reference_and_fast(frame(convs + _sharegpt(80)), ctx)
     assert ref_rep["by_method"].get("embedding", 0) >= 10  # the embedding check really decides here
     assert fast_rep["short_user_turns"] == ref_rep["short_user_turns"] == ref_rep["short_user_turns_embedded"]
     assert fast_rep["short_user_turns_embedded"] < 0.5 * ref_rep["short_user_turns"]
@@ -164,32 +178,16 @@ def test_static_prefilter_of_candidate_windows_drops_what_minilm_on_every_window
     candidate question) against MiniLM on every candidate window: reworded eval prompts inside long
     turns of real ShareGPT conversations (so only the window check can see them), the same rows dropped
     for the same items, and fewer windows embedded."""
-    import importlib.util
     import random
-    from pathlib import Path
 
-    from sftloop.curate.sources import SourceConfig, iter_source
-    from sftloop.schema import QuarantineWriter
-
-    spec = importlib.util.spec_from_file_location("decontam_bench_under_test",
-                                                  Path(__file__).parents[2] / "bench" / "decontam_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    rng = random.Random(1)
-    src = SourceConfig(name="sharegpt", format="sharegpt", path="asset:sharegpt-v3-partial", limit=120)
-    real = [[(m.role, m.content) for m in r.messages] for r in iter_source(src, QuarantineWriter(None), [])]
+    reword, rng = _reword(), random.Random(1)
+    real = _sharegpt(120)
     long_replies = [c for conv in real for role, c in conv if role == "assistant" and len(c.split()) > 120][:40]
     prompts = sorted({i.of("prompt")[0] for i in items.values() if i.set in ("mtbench", "ifbench")
                       and i.of("prompt") and 12 <= len(i.of("prompt")[0].split()) <= 80})
-    convs = [[("user", HOST_Q), ("assistant", rep + "\n\nYou could also ask: " + bench.reword(q, rng) + "\n\n" + rep)]
+    convs = [[("user", HOST_Q), ("assistant", rep + "\n\nYou could also ask: " + reword(q, rng) + "\n\n" + rep)]
              for q, rep in zip(rng.sample(prompts, 40), long_replies)]
-    df = frame(convs + real[:80])
-    ref = Decontaminate(prefilter="none").apply(df, ctx)
-    ref_rep = dict(ctx.reports["decontaminate"])
-    fast = Decontaminate().apply(df, ctx)
-    fast_rep = ctx.reports["decontaminate"]
-    cols = ["_row", "reason", "rep_id"]
-    assert fast.dropped.select(cols).sort("_row").equals(ref.dropped.select(cols).sort("_row"))
+    ref_rep, fast_rep = _reference_and_fast(frame(convs + real[:80]), ctx)
     assert ref_rep["by_method"].get("embedding", 0) >= 5  # the window check really decides here
     assert fast_rep["candidate_windows"] == ref_rep["candidate_windows"] == ref_rep["candidate_windows_embedded"] > 0
     assert fast_rep["candidate_windows_embedded"] < 0.5 * ref_rep["candidate_windows"]
