@@ -130,10 +130,10 @@ class Decontaminate(StageConfig):
     whole_turn_words: int = Field(100, ge=0)
     # The prefilter: MiniLM embeds only (a) the short user turns whose static vector (embed.static_vectors,
     # idf and mean from the eval texts) is within `prefilter_threshold` of a question's and (b) the
-    # candidate windows within it of a window of their candidate question; "none" embeds every one (the
-    # reference). Excluded from the version id like embed_dedup's: it changes cost; it
-    # dropped the same rows as "none" on the demo input and on reworded eval prompts (docs/benchmarks.md,
-    # tests/curate/test_decontaminate.py)
+    # candidate windows within it of a window of their candidate question, and of the eval side only the
+    # questions (and question windows) of those near pairs; "none" embeds every one (the reference).
+    # Excluded from the version id like embed_dedup's: it changes cost; it dropped the same rows as "none"
+    # on the demo input and on reworded eval prompts (docs/benchmarks.md, tests/curate/test_decontaminate.py)
     prefilter: Literal["static", "none"] = Field("static", exclude=True)
     prefilter_threshold: float = Field(PREFILTER_THRESHOLD, gt=-1, le=1, exclude=True)
 
@@ -182,12 +182,14 @@ class Decontaminate(StageConfig):
                     if ev_row.get((int(t_row[d]), it), 0.0) >= self.evidence:
                         hit(d, it, "answer", c)
         # 3: embedding on sentence windows of lexical candidates
-        embedded = whole_n = whole_embedded = wins_n = wins_embedded = 0
+        embedded = whole_n = whole_embedded = wins_n = wins_embedded = ev_n = ev_embedded = 0
         if self.embed_threshold is not None:
-            embedded, whole_n, whole_embedded, wins_n, wins_embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
+            (embedded, whole_n, whole_embedded, wins_n, wins_embedded, ev_n,
+             ev_embedded) = self._embedding(et, evid, turns, t_row, best, ctx, hit)
         counters, info = self._report(et, best, embedded)
         counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded,
-                        candidate_windows=wins_n, candidate_windows_embedded=wins_embedded)
+                        candidate_windows=wins_n, candidate_windows_embedded=wins_embedded,
+                        eval_texts=ev_n, eval_texts_embedded=ev_embedded)
         info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
@@ -236,12 +238,13 @@ class Decontaminate(StageConfig):
                     & (pl.col("n") >= pl.min_horizontal(pl.col("n_dw"), pl.lit(self.min_distinctive)))).drop("n_dw")
 
     def _embedding(self, et: EvalTexts, evid: pl.DataFrame, turns: pl.DataFrame, t_row: np.ndarray,
-                   best: dict, ctx: Context, hit) -> tuple[int, int, int]:
+                   best: dict, ctx: Context, hit) -> tuple[int, ...]:
         """Two checks, rows already hit skipped: (a) every user turn of <= `whole_turn_words` words, whole,
         against every question; (b) sentence windows of lexical candidates (a turn holding >= `lexical_gate`
         of a question's distinctive words, any role, any length) against that question, whole and in
         3-sentence windows. Returns (row texts embedded, short user turns, of them embedded by MiniLM,
-        candidate windows, of them embedded by MiniLM)."""
+        candidate windows, of them embedded by MiniLM, eval texts (questions and their windows), of them
+        embedded by MiniLM)."""
         done = set(best)
         contents, roles = turns["content"].to_list(), turns["role"].to_list()
         n_words = turns["norm"].str.count_matches(r"\S+").to_list()
@@ -266,50 +269,64 @@ class Decontaminate(StageConfig):
                 item_wins[t] += [" ".join(s[i:i + 3]) for i in range(0, len(s) - 2, 2)]
         windows = [w for d in kept for w in kept[d]]
         if not whole and not windows:
-            return 0, 0, 0, 0, 0
+            return 0, 0, 0, 0, 0, 0, 0
         emb = ctx.embedder()
         order = list(item_wins)
         i_at, item_texts = {}, []
         for t in order:
             i_at[t] = (len(item_texts), len(item_texts) + len(item_wins[t]))
             item_texts += item_wins[t]
-        iv = emb.encode(item_texts)
-        # (a) whole short user turns against every question (its whole text: the first row of its windows)
+        static = self.prefilter == "static"
         heads = np.array([i_at[t][0] for t in prompt_tids], dtype=np.int64)
-        cand = list(range(len(whole)))
-        if self.prefilter == "static" and whole and len(heads):
-            ids = token_ids(ctx.embedding_model, [contents[d] for d in whole] + [item_texts[h] for h in heads],
-                            emb.max_seq_length)
-            sv = static_vectors(ctx.embedding_model, ids[:len(whole)], ref=ids[len(whole):])
-            si = static_vectors(ctx.embedding_model, ids[len(whole):], ref=ids[len(whole):])
-            near = similar_pairs(sv, si, self.prefilter_threshold)
-            cand = sorted({int(i) for i in near[:, 0]})
-        wv = emb.encode([contents[whole[i]] for i in cand])
-        if len(cand) and len(heads):
-            for i, j, sim in similar_pairs(wv, iv[heads], self.embed_threshold):
-                for it in et.owners[prompt_tids[int(j)]]:
-                    hit(whole[cand[int(i)]], it, "embedding", float(sim))
-        # (b) candidate windows against their candidate question
         r_at, k = {}, 0
         for d in kept:
             r_at[d] = (k, k + len(kept[d]))
             k += len(kept[d])
-        need = list(range(len(windows)))
-        if self.prefilter == "static" and windows and item_texts:
-            # (b)'s prefilter, as (a)'s: MiniLM embeds only the windows whose static vector is within
-            # `prefilter_threshold` of a window of one of their row's candidate questions; the others
-            # keep a zero vector (similarity 0, never a hit)
-            ids = token_ids(ctx.embedding_model, windows + item_texts, emb.max_seq_length)
-            ref = ids[len(windows):]
-            sw = static_vectors(ctx.embedding_model, ids[:len(windows)], ref=ref)
-            si = static_vectors(ctx.embedding_model, ref, ref=ref)
-            near = np.zeros(len(windows), dtype=bool)
-            for d, t in pairs:
-                if d in r_at:
-                    a, b = r_at[d]
-                    c, e = i_at[t]
-                    near[a:b] |= (sw[a:b] @ si[c:e].T).max(axis=1) >= self.prefilter_threshold
-            need = np.flatnonzero(near).tolist()
+        cand, need = list(range(len(whole))), list(range(len(windows)))
+        item_need = np.ones(len(item_texts), dtype=bool)
+        if static and item_texts:
+            # The prefilter on both sides: MiniLM embeds only (a) the short user turns whose static vector is
+            # within `prefilter_threshold` of a question's, (b) the windows within it of a window of one of
+            # their row's candidate questions, and the eval texts of those near pairs; every other text keeps
+            # a zero vector (similarity 0, never a hit). So a pair under the static threshold is never a hit
+            # (before, a turn or window near one question was also compared with every other): the eval
+            # side was embedded whole (ShareGPT asset: 3,198 texts, 33 s of a fresh 194 s stage)
+            item_need[:] = False
+            ids_i = token_ids(ctx.embedding_model, item_texts, emb.max_seq_length)
+            si = static_vectors(ctx.embedding_model, ids_i, ref=ids_i)
+            if whole and len(heads):  # idf and mean from the questions, as before
+                ids_h = [ids_i[h] for h in heads]
+                sv = static_vectors(ctx.embedding_model, token_ids(ctx.embedding_model, [contents[d] for d in whole],
+                                                                   emb.max_seq_length), ref=ids_h)
+                near_a = similar_pairs(sv, static_vectors(ctx.embedding_model, ids_h, ref=ids_h),
+                                       self.prefilter_threshold)
+                cand = sorted({int(i) for i in near_a[:, 0]})
+                item_need[heads[np.unique(near_a[:, 1].astype(np.int64))]] = True
+            need = []
+            if windows:
+                sw = static_vectors(ctx.embedding_model, token_ids(ctx.embedding_model, windows, emb.max_seq_length),
+                                    ref=ids_i)
+                near = np.zeros(len(windows), dtype=bool)
+                for d, t in pairs:
+                    if d in r_at:
+                        a, b = r_at[d]
+                        c, e = i_at[t]
+                        close = (sw[a:b] @ si[c:e].T).max(axis=1) >= self.prefilter_threshold
+                        if close.any():
+                            near[a:b] |= close
+                            item_need[c:e] = True
+                need = np.flatnonzero(near).tolist()
+        picked = np.flatnonzero(item_need).tolist()
+        vecs = emb.encode([item_texts[i] for i in picked])  # (0, dim) when none: nothing computed
+        iv = np.zeros((len(item_texts), vecs.shape[1]), dtype=np.float32)
+        iv[picked] = vecs
+        # (a) whole short user turns against every question (its whole text: the first row of its windows)
+        wv = emb.encode([contents[whole[i]] for i in cand])
+        if cand and len(heads):
+            for i, j, sim in similar_pairs(wv, iv[heads], self.embed_threshold):
+                for it in et.owners[prompt_tids[int(j)]]:
+                    hit(whole[cand[int(i)]], it, "embedding", float(sim))
+        # (b) candidate windows against their candidate question
         rv = np.zeros((len(windows), iv.shape[1]), dtype=np.float32)
         if need:
             rv[need] = emb.encode([windows[i] for i in need])
@@ -321,7 +338,7 @@ class Decontaminate(StageConfig):
                 if sim >= self.embed_threshold:
                     for it in et.owners[t]:
                         hit(d, it, "embedding", sim)
-        return len(cand) + len(need), len(whole), len(cand), len(windows), len(need)
+        return (len(cand) + len(need), len(whole), len(cand), len(windows), len(need), len(item_texts), len(picked))
 
     def _report(self, et: EvalTexts, best: dict, embedded: int = 0) -> tuple[dict, dict]:
         """This shard's (counters, info): the runner sums counters over shards (rows dropped, windows
