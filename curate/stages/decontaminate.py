@@ -188,8 +188,9 @@ class Decontaminate(StageConfig):
              ev_embedded) = self._embedding(et, evid, turns, t_row, best, ctx, hit)
         counters, info = self._report(et, best, embedded)
         counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded,
-                        candidate_windows=wins_n, candidate_windows_embedded=wins_embedded,
-                        eval_texts=ev_n, eval_texts_embedded=ev_embedded)
+                        candidate_windows=wins_n, candidate_windows_embedded=wins_embedded)
+        # the eval texts embedded (ev_embedded of ev_n) are not a counter: a shard embeds the questions of its
+        # own near pairs, so their sum over shards would change with the shard size (and the manifest with it)
         info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height

@@ -171,8 +171,6 @@ def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx
     assert ref_rep["by_method"].get("embedding", 0) >= 10  # the embedding check really decides here
     assert fast_rep["short_user_turns"] == ref_rep["short_user_turns"] == ref_rep["short_user_turns_embedded"]
     assert fast_rep["short_user_turns_embedded"] < 0.5 * ref_rep["short_user_turns"]
-    assert fast_rep["eval_texts"] == ref_rep["eval_texts"] == ref_rep["eval_texts_embedded"] > 0
-    assert fast_rep["eval_texts_embedded"] < fast_rep["eval_texts"]  # only the questions of near pairs
 
 
 def test_static_prefilter_of_candidate_windows_drops_what_minilm_on_every_window_drops(items, ctx):
@@ -193,4 +191,3 @@ def test_static_prefilter_of_candidate_windows_drops_what_minilm_on_every_window
     assert ref_rep["by_method"].get("embedding", 0) >= 5  # the window check really decides here
     assert fast_rep["candidate_windows"] == ref_rep["candidate_windows"] == ref_rep["candidate_windows_embedded"] > 0
     assert fast_rep["candidate_windows_embedded"] < 0.5 * ref_rep["candidate_windows"]
-    assert 0 < fast_rep["eval_texts_embedded"] < fast_rep["eval_texts"] == ref_rep["eval_texts_embedded"]
