@@ -182,15 +182,12 @@ class Decontaminate(StageConfig):
                     if ev_row.get((int(t_row[d]), it), 0.0) >= self.evidence:
                         hit(d, it, "answer", c)
         # 3: embedding on sentence windows of lexical candidates
-        embedded = whole_n = whole_embedded = wins_n = wins_embedded = ev_n = ev_embedded = 0
+        embedded = whole_n = whole_embedded = wins_n = wins_embedded = 0
         if self.embed_threshold is not None:
-            (embedded, whole_n, whole_embedded, wins_n, wins_embedded, ev_n,
-             ev_embedded) = self._embedding(et, evid, turns, t_row, best, ctx, hit)
+            embedded, whole_n, whole_embedded, wins_n, wins_embedded = self._embedding(et, evid, turns, t_row, best, ctx, hit)
         counters, info = self._report(et, best, embedded)
         counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded,
                         candidate_windows=wins_n, candidate_windows_embedded=wins_embedded)
-        # the eval texts embedded (ev_embedded of ev_n) are not a counter: a shard embeds the questions of its
-        # own near pairs, so their sum over shards would change with the shard size (and the manifest with it)
         info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
@@ -239,13 +236,13 @@ class Decontaminate(StageConfig):
                     & (pl.col("n") >= pl.min_horizontal(pl.col("n_dw"), pl.lit(self.min_distinctive)))).drop("n_dw")
 
     def _embedding(self, et: EvalTexts, evid: pl.DataFrame, turns: pl.DataFrame, t_row: np.ndarray,
-                   best: dict, ctx: Context, hit) -> tuple[int, ...]:
+                   best: dict, ctx: Context, hit) -> tuple[int, int, int, int, int]:
         """Two checks, rows already hit skipped: (a) every user turn of <= `whole_turn_words` words, whole,
         against every question; (b) sentence windows of lexical candidates (a turn holding >= `lexical_gate`
         of a question's distinctive words, any role, any length) against that question, whole and in
         3-sentence windows. Returns (row texts embedded, short user turns, of them embedded by MiniLM,
-        candidate windows, of them embedded by MiniLM, eval texts (questions and their windows), of them
-        embedded by MiniLM)."""
+        candidate windows, of them embedded by MiniLM). The eval texts embedded are no counter: a shard
+        embeds the questions of its own near pairs, so their sum would change with the shard size."""
         done = set(best)
         contents, roles = turns["content"].to_list(), turns["role"].to_list()
         n_words = turns["norm"].str.count_matches(r"\S+").to_list()
@@ -270,14 +267,13 @@ class Decontaminate(StageConfig):
                 item_wins[t] += [" ".join(s[i:i + 3]) for i in range(0, len(s) - 2, 2)]
         windows = [w for d in kept for w in kept[d]]
         if not whole and not windows:
-            return 0, 0, 0, 0, 0, 0, 0
+            return 0, 0, 0, 0, 0
         emb = ctx.embedder()
         order = list(item_wins)
         i_at, item_texts = {}, []
         for t in order:
             i_at[t] = (len(item_texts), len(item_texts) + len(item_wins[t]))
             item_texts += item_wins[t]
-        static = self.prefilter == "static"
         heads = np.array([i_at[t][0] for t in prompt_tids], dtype=np.int64)
         r_at, k = {}, 0
         for d in kept:
@@ -285,7 +281,7 @@ class Decontaminate(StageConfig):
             k += len(kept[d])
         cand, need = list(range(len(whole))), list(range(len(windows)))
         item_need = np.ones(len(item_texts), dtype=bool)
-        if static and item_texts:
+        if self.prefilter == "static" and item_texts:
             # The prefilter on both sides: MiniLM embeds only (a) the short user turns whose static vector is
             # within `prefilter_threshold` of a question's, (b) the windows within it of a window of one of
             # their row's candidate questions, and the eval texts of those near pairs; every other text keeps
@@ -339,7 +335,7 @@ class Decontaminate(StageConfig):
                 if sim >= self.embed_threshold:
                     for it in et.owners[t]:
                         hit(d, it, "embedding", sim)
-        return (len(cand) + len(need), len(whole), len(cand), len(windows), len(need), len(item_texts), len(picked))
+        return len(cand) + len(need), len(whole), len(cand), len(windows), len(need)
 
     def _report(self, et: EvalTexts, best: dict, embedded: int = 0) -> tuple[dict, dict]:
         """This shard's (counters, info): the runner sums counters over shards (rows dropped, windows
