@@ -325,13 +325,115 @@ def stage_time() -> None:
               f"({dict(r.dropped.group_by('reason').len().iter_rows())}), windows embedded {rep.get('windows_embedded', '-')}")
 
 
+PARAPHRASE_PROMPT = ("Rewrite the following request in your own words so that it asks for the same thing. "
+                     "Reply with the rewritten request only.\n\n{q}")
+CHATTY = [("Hi there! ", " Thanks a lot in advance."), ("Quick question: ", ""), ("", " Please be detailed."),
+          ("Hey, I need some help with something. ", " I really appreciate it!")]
+
+
+def heavy(text: str, rng: random.Random) -> str:
+    """Heavier than `reword`: two rounds of it, a fifth of the remaining words dropped, sentences in
+    another order, chit-chat around it."""
+    t = reword(reword(text, rng), rng)
+    s = re.split(r"(?<=[.!?])\s+", t)
+    if len(s) > 1:
+        rng.shuffle(s)
+    words = " ".join(s).split()
+    keep = [w for w in words if rng.random() > 0.2] or words
+    pre, post = rng.choice(CHATTY)
+    return pre + " ".join(keep) + post
+
+
+def study_frame(n_prompts: int, paraphrase: str | None) -> tuple[pl.DataFrame, list[str], int, int]:
+    """The prefilter study's frame, (frame, disguise per row, prompts, prompts eligible):
+    `n_prompts` eval prompts of <= `whole_turn_words` words under disguises heavier than `reword`
+    (two rounds of it with dropped words and chit-chat, the first 60 %, chit-chat around it, a model
+    paraphrase), each as the user turn of a row whose reply is a real ShareGPT reply, plus 2,000 clean
+    ShareGPT rows."""
+    from sftloop.curate.stages.decontaminate import Decontaminate
+
+    st = Decontaminate()
+    et = st.eval_texts()
+    heads = [t for t in range(len(et.norm)) if et.is_prompt[t] and et.owners[t]]
+    short = [t for t in heads if et.n_words[t] <= st.whole_turn_words]
+    pool = random.Random(0).sample(short, min(n_prompts, len(short)))
+    share = sharegpt_rows()
+    clean, hosts = share[:2000], share[2000:]
+    disg: list[tuple[str, str]] = []
+    for t in pool:
+        q, rng = et.text[t], random.Random(f"study:{t}")
+        disg.append(("reword", reword(q, rng)))
+        disg.append(("heavy", heavy(q, rng)))
+        w = q.split()
+        if len(w) >= 10:
+            disg.append(("first_60pct", " ".join(w[: int(len(w) * 0.6)])))
+        pre, post = rng.choice(CHATTY)
+        disg.append(("chit_chat", pre + q + post))
+    if paraphrase:
+        from sftloop.backends import Cache, backend_for
+
+        b = backend_for(paraphrase, ROOT, Cache())
+        t0 = time.time()
+        outs = b.chat([[{"role": "user", "content": PARAPHRASE_PROMPT.format(q=et.text[t])}] for t in pool],
+                      max_new_tokens=120)
+        print(f"paraphrases: {len(outs)} by {paraphrase} ({b.kind}) in {time.time() - t0:.0f} s")
+        disg += [("paraphrase", o.strip().strip('"')) for t, o in zip(pool, outs)
+                 if o.strip() and o.strip().lower() != et.text[t].lower()]
+    convs = []
+    for k, (_, text) in enumerate(disg):
+        reply = next(m["content"] for m in hosts[k % len(hosts)]["messages"] if m["role"] == "assistant")
+        convs.append([("user", text), ("assistant", reply)])
+    convs += [[(m["role"], m["content"]) for m in r["messages"]] for r in clean]
+    return build_frame(convs), [d for d, _ in disg] + ["clean"] * len(clean), len(pool), len(short)
+
+
+def prefilter_study(n_prompts: int, paraphrase: str | None, variants: dict | None = None) -> None:
+    """The static prefilter against fp32 MiniLM on every text (`prefilter = "none"`), at the stage level,
+    on `study_frame`: prints per disguise the rows the reference drops and the recall / precision of the
+    fast path's dropped set against them, and the texts each path had MiniLM embed."""
+    from sftloop.curate.stages.base import Context
+    from sftloop.curate.stages.decontaminate import Decontaminate
+
+    st = Decontaminate()
+    df, kinds, n_pool, n_short = study_frame(n_prompts, paraphrase)
+    paths = {"none": Decontaminate(prefilter="none")} | (variants or {"static": st})
+    got = {}
+    for name, stage in paths.items():
+        ctx = Context(progress=False)
+        t0 = time.time()
+        res = stage.apply(df, ctx)
+        rep = ctx.reports["decontaminate"]
+        got[name] = {int(r) for r in res.dropped["_row"]}
+        print(f"{name}: {time.time() - t0:.0f} s, {len(got[name])} dropped, short user turns embedded "
+              f"{rep.get('short_user_turns_embedded')} of {rep.get('short_user_turns')}, windows "
+              f"{rep.get('candidate_windows_embedded')} of {rep.get('candidate_windows')}")
+    print(f"\n{n_pool} of {n_short} eval prompts of <= {st.whole_turn_words} words; frame {df.height} rows")
+    fast = [n for n in paths if n != "none"]
+    print("| disguise | rows | dropped by the reference | " + " | ".join(f"{n}: recall / precision" for n in fast) + " |")
+    print("|---|---:|---:|" + "---|" * len(fast))
+    for kind in list(dict.fromkeys(kinds)) + ["all"]:
+        rows = {i for i, k in enumerate(kinds) if kind in (k, "all")}
+        ref = got["none"] & rows
+        cells = []
+        for n in fast:
+            f = got[n] & rows
+            rec = len(f & ref) / len(ref) if ref else float("nan")
+            prec = len(f & ref) / len(f) if f else float("nan")
+            cells.append(f"{rec:.4f} / {prec:.4f}")
+        print(f"| {kind} | {len(rows)} | {len(ref)} | " + " | ".join(cells) + " |")
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clean", type=int, default=2000)
     ap.add_argument("--per-set", type=int, default=24)
     ap.add_argument("--stage-time", action="store_true")
+    ap.add_argument("--prefilter-study", type=int, metavar="N", help="only the prefilter recall study on N eval prompts")
+    ap.add_argument("--paraphrase", metavar="MODEL", help="with --prefilter-study: registry entry that paraphrases")
     a = ap.parse_args()
     offline_env()
+    if a.prefilter_study:
+        prefilter_study(a.prefilter_study, a.paraphrase)
+        return
     recall_run(a.clean, a.per_set)
     if a.stage_time:
         stage_time()

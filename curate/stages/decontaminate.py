@@ -45,7 +45,11 @@ from sftloop.evaluate import evalsets
 STANDALONE_KINDS = ("prompt", "system", "reference", "response")  # targets/choices only count with the question
 ANSWER_KINDS = ("reference", "response")  # answers stand alone only from `answer_min_words` words ("Sure, I can help.")
 METHOD_ORDER = ("ngram", "answer", "embedding")
-PREFILTER_THRESHOLD = 0.6  # min static cos over 350 MiniLM hits: 0.744 (docs/benchmarks.md, Decontamination)
+# Chosen on bench/decontam_bench.py --prefilter-study 1000 (docs/benchmarks.md): recall of the rows MiniLM on
+# every text drops, with the best-window static vector, at 0.5 / 0.55 / 0.6 / 0.65: 0.9989 / 0.9979 / 0.9954 /
+# 0.9911 overall, 0.9932 / 0.9898 / 0.9795 / 0.9659 on model paraphrases (the hardest disguise); 0.6 with the
+# whole-turn vector (before) 0.9872, heavy rewording in chit-chat 0.9377
+PREFILTER_THRESHOLD = 0.55
 
 
 @dataclass
@@ -292,12 +296,21 @@ class Decontaminate(StageConfig):
             ids_i = token_ids(ctx.embedding_model, item_texts, emb.max_seq_length)
             si = static_vectors(ctx.embedding_model, ids_i, ref=ids_i)
             if whole and len(heads):  # idf and mean from the questions, as before
+                # a turn's static vector is its best window's (the whole turn and its 1-3 sentence windows):
+                # chit-chat around a reworded question ("Hi there! Which is 52 plus 96? Thanks a lot in
+                # advance.") dominates the bag of the whole turn but not its middle sentence (measured:
+                # bench/decontam_bench.py --prefilter-study, docs/benchmarks.md)
+                owner, texts = [], []
+                for k, d in enumerate(whole):
+                    for w in dict.fromkeys([contents[d]] + [w for _, w in sentence_windows(contents[d])]):
+                        owner.append(k)
+                        texts.append(w)
                 ids_h = [ids_i[h] for h in heads]
-                sv = static_vectors(ctx.embedding_model, token_ids(ctx.embedding_model, [contents[d] for d in whole],
-                                                                   emb.max_seq_length), ref=ids_h)
+                sv = static_vectors(ctx.embedding_model, token_ids(ctx.embedding_model, texts, emb.max_seq_length),
+                                    ref=ids_h)
                 near_a = similar_pairs(sv, static_vectors(ctx.embedding_model, ids_h, ref=ids_h),
                                        self.prefilter_threshold)
-                cand = sorted({int(i) for i in near_a[:, 0]})
+                cand = sorted({owner[int(i)] for i in near_a[:, 0]})
                 item_need[heads[np.unique(near_a[:, 1].astype(np.int64))]] = True
             need = []
             if windows:

@@ -125,8 +125,8 @@ def test_clean_conversations_and_the_shared_system_prompt_are_not_hits(stage, it
     assert ctx.reports["decontaminate"]["templates_ignored"] == [support.of("system")[0][:60]]
 
 
-def _reword():
-    """bench/decontam_bench.py's `reword` (light deterministic rewording of eval prompts)."""
+def _reword(name: str = "reword"):
+    """bench/decontam_bench.py's `reword` (light deterministic rewording of eval prompts) or `heavy`."""
     import importlib.util
     from pathlib import Path
 
@@ -134,7 +134,7 @@ def _reword():
                                                   Path(__file__).parents[2] / "bench" / "decontam_bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    return bench.reword
+    return getattr(bench, name)
 
 
 def _sharegpt(limit: int) -> list[list[tuple[str, str]]]:
@@ -170,7 +170,25 @@ def test_static_prefilter_drops_what_minilm_on_every_short_turn_drops(items, ctx
     ref_rep, fast_rep = _reference_and_fast(frame(convs + _sharegpt(80)), ctx)
     assert ref_rep["by_method"].get("embedding", 0) >= 10  # the embedding check really decides here
     assert fast_rep["short_user_turns"] == ref_rep["short_user_turns"] == ref_rep["short_user_turns_embedded"]
-    assert fast_rep["short_user_turns_embedded"] < 0.5 * ref_rep["short_user_turns"]
+    # 141 of 263 here (60 of them are the planted prompts); on the ShareGPT demo input 8,198 of 22,644
+    assert fast_rep["short_user_turns_embedded"] < 0.6 * ref_rep["short_user_turns"]
+
+
+def test_static_prefilter_sees_a_reworded_question_inside_chit_chat(items, ctx):
+    """Short questions reworded, partly dropped and wrapped in chit-chat ("Hi there! Which is 52 plus 96?
+    Thanks a lot in advance."): the chit-chat dominated the static bag of the whole turn, so the prefilter
+    (whole turn only) missed rows that MiniLM on every turn drops (bench/decontam_bench.py
+    --prefilter-study: heavy disguise recall 0.938); the turn's best sentence window must find them."""
+    import random
+
+    heavy, rng = _reword("heavy"), random.Random(2)
+    prompts = sorted({i.of("prompt")[0] for i in items.values()
+                      if i.id.split("-")[0] in ("arithmetic", "general_knowledge", "golden")
+                      and i.of("prompt") and 4 <= len(i.of("prompt")[0].split()) <= 40})
+    convs = [[("user", heavy(q, rng)), ("assistant", HOST_A)] for q in rng.sample(prompts, 80)]
+    ref_rep, fast_rep = _reference_and_fast(frame(convs + _sharegpt(40)), ctx)
+    assert ref_rep["by_method"].get("embedding", 0) >= 10
+    assert fast_rep["short_user_turns_embedded"] < ref_rep["short_user_turns"]
 
 
 def test_static_prefilter_of_candidate_windows_drops_what_minilm_on_every_window_drops(items, ctx):
