@@ -50,6 +50,7 @@ METHOD_ORDER = ("ngram", "answer", "embedding")
 # 0.9911 overall, 0.9932 / 0.9898 / 0.9795 / 0.9659 on model paraphrases (the hardest disguise); 0.6 with the
 # whole-turn vector (before) 0.9872, heavy rewording in chit-chat 0.9377
 PREFILTER_THRESHOLD = 0.55
+WINDOW_PREFILTER_THRESHOLD = 0.6  # (b)'s candidate windows: see docs/benchmarks.md for the study at 0.55 / 0.6 / 0.65
 
 
 @dataclass
@@ -133,13 +134,15 @@ class Decontaminate(StageConfig):
     embed_threshold: float | None = Field(0.88, gt=0, le=1)
     whole_turn_words: int = Field(100, ge=0)
     # The prefilter: MiniLM embeds only (a) the short user turns whose static vector (embed.static_vectors,
-    # idf and mean from the eval texts) is within `prefilter_threshold` of a question's and (b) the
-    # candidate windows within it of a window of their candidate question, and of the eval side only the
+    # idf and mean from the eval texts; the best of the turn and its sentence windows) is within
+    # `prefilter_threshold` of a question's and (b) the candidate windows within
+    # `window_prefilter_threshold` of a window of their candidate question, and of the eval side only the
     # questions (and question windows) of those near pairs; "none" embeds every one (the reference).
     # Excluded from the version id like embed_dedup's: it changes cost; it dropped the same rows as "none"
     # on the demo input and on reworded eval prompts (docs/benchmarks.md, tests/curate/test_decontaminate.py)
     prefilter: Literal["static", "none"] = Field("static", exclude=True)
     prefilter_threshold: float = Field(PREFILTER_THRESHOLD, gt=-1, le=1, exclude=True)
+    window_prefilter_threshold: float = Field(WINDOW_PREFILTER_THRESHOLD, gt=-1, le=1, exclude=True)
 
     def eval_texts(self) -> EvalTexts:
         return prepare(tuple(self.eval_sets), self.min_words, self.answer_min_words, self.template_items,
@@ -192,7 +195,8 @@ class Decontaminate(StageConfig):
         counters, info = self._report(et, best, embedded)
         counters.update(short_user_turns=whole_n, short_user_turns_embedded=whole_embedded,
                         candidate_windows=wins_n, candidate_windows_embedded=wins_embedded)
-        info["prefilter"] = f"static@{self.prefilter_threshold}" if self.prefilter == "static" else "none"
+        info["prefilter"] = (f"static@{self.prefilter_threshold}/{self.window_prefilter_threshold}"
+                             if self.prefilter == "static" else "none")
         reasons: list[str | None] = [None] * df.height
         rep: list[str | None] = [None] * df.height
         roles, tno = turns["role"].to_list(), turns["turn"].to_list()
@@ -321,7 +325,7 @@ class Decontaminate(StageConfig):
                     if d in r_at:
                         a, b = r_at[d]
                         c, e = i_at[t]
-                        close = (sw[a:b] @ si[c:e].T).max(axis=1) >= self.prefilter_threshold
+                        close = (sw[a:b] @ si[c:e].T).max(axis=1) >= self.window_prefilter_threshold
                         if close.any():
                             near[a:b] |= close
                             item_need[c:e] = True
