@@ -17,7 +17,13 @@ answer or a probe target after the reworded question).
 without `embed_dedup` to save CPU) against the stage before this change (commit f14a3a7), each with
 an empty embedding cache, and the new stage again with a warm cache.
 
+`--prefilter-study N` only measures the static prefilter against fp32 MiniLM on every text
+(`prefilter = "none"`) on N eval prompts under heavier disguises (`study_frame`); `--paraphrase MODEL`
+adds a paraphrase of each by that registry entry (through `just serve MODEL` when it is up; the calls
+are cached per backend, so a rerun on the same backend reuses them).
+
     python bench/decontam_bench.py [--clean 2000] [--per-set 24] [--stage-time]
+    python bench/decontam_bench.py --prefilter-study 1000 [--paraphrase base]
 """
 
 from __future__ import annotations
